@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one install path: README, CI and both container images run this script.
+#   docker/install.sh            system packages (if missing) + virtualenv + fakescan with test extras
+#   FAKESCAN_SKIP_APT=1          skip the apt step (container images install their own)
+#   FAKESCAN_VENV=DIR            where the virtualenv goes (default: .venv in the project)
+#   FAKESCAN_EXTRAS=test         pip extras to install (the CPU/CUDA images use none)
+set -euo pipefail
+project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${FAKESCAN_VENV:-$project/.venv}"
+extras="${FAKESCAN_EXTRAS-test}"
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ "${FAKESCAN_SKIP_APT:-0}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
+    echo "install.sh: apt-get install ${need_apt[*]}" >&2
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null 2>&1 || python=python3
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+spec="$project"; [ -n "$extras" ] && spec="$project[$extras]"
+stamp="$venv/.fakescan-install-stamp"
+want="$(cat "$project/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$venv/bin/pip" install -q --upgrade pip setuptools wheel
+    "$venv/bin/pip" install -q -e "$spec"
+    echo "$want" > "$stamp"
+fi
+echo "install.sh: fakescan installed in $venv" >&2

@@ -1,0 +1,113 @@
+"""SQLAlchemy 2 models of the results database. Alembic (``migrations/``) owns the schema."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT ids on PostgreSQL; SQLite only autoincrements a plain INTEGER primary key.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+SCAN_STATES = ("queued", "running", "finished", "failed")
+ITEM_STATES = ("queued", "done", "failed")
+RESULT_STATUSES = ("ok", "error")
+VERDICTS = ("fake", "real", "uncertain")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(Text)
+    # [{"name": ..., "version": ...}, ...] exactly as resolved when the scan was created
+    detectors: Mapped[list[dict[str, str]]] = mapped_column(JsonType)
+    options: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    listed: Mapped[int] = mapped_column(BigInteger, default=0)
+    enqueued: Mapped[int] = mapped_column(BigInteger, default=0)
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # set once enumeration is complete and every enqueued item is done or failed
+    listing_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StoredObject(Base):
+    __tablename__ = "objects"
+    __table_args__ = (UniqueConstraint("uri", name="uq_objects_uri"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    uri: Mapped[str] = mapped_column(Text)  # s3://bucket/key or file:///abs/path
+    store: Mapped[str] = mapped_column(Text)  # s3://bucket or file:///abs/root
+    key: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(128))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    content_hash: Mapped[str | None] = mapped_column(String(128))  # sha256 for local files
+    last_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # what identifies this content: "etag:<etag>:<size>" on S3, "sha256:<hex>" on local disk
+    fingerprint: Mapped[str] = mapped_column(String(160))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Result(Base):
+    __tablename__ = "results"
+    __table_args__ = (
+        UniqueConstraint("object_id", "detector", "detector_version", name="uq_results_identity"),
+        Index("ix_results_scan", "scan_id"),
+        Index("ix_results_verdict_score", "verdict", "score"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"))
+    detector: Mapped[str] = mapped_column(String(128))
+    detector_version: Mapped[str] = mapped_column(String(128))
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    fingerprint: Mapped[str] = mapped_column(String(160))  # the content this row scored
+    status: Mapped[str] = mapped_column(String(8))  # ok | error
+    score: Mapped[float | None] = mapped_column(Float)  # P(AI-generated) in [0, 1]
+    verdict: Mapped[str | None] = mapped_column(String(16))  # fake | real | uncertain | NULL
+    parts: Mapped[dict[str, float] | None] = mapped_column(JsonType)
+    evidence: Mapped[Any | None] = mapped_column(JsonType)
+    error: Mapped[str | None] = mapped_column(Text)
+    timings: Mapped[dict[str, float] | None] = mapped_column(JsonType)
+    scanned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScanItem(Base):
+    """One enqueued object of one scan; the worker flips it to done/failed with its results."""
+
+    __tablename__ = "scan_items"
+    __table_args__ = (Index("ix_scan_items_state", "scan_id", "state"),)
+
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"), primary_key=True)
+    batch: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(8), default="queued")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

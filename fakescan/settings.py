@@ -1,0 +1,71 @@
+"""Typed settings, read from ``FAKESCAN_*`` environment variables.
+
+Build one with :func:`load_settings` at start-up and pass it down; there is no module-level
+instance, so tests and subprocesses each see the environment they were started with.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fakescan"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FAKESCAN_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=_default_home, description="SQLite file, caches, user detectors")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset means SQLite in home")
+    broker_url: str | None = Field(None, description="Celery broker (redis://); unset means in-process")
+    result_backend_url: str | None = None
+    s3_endpoint_url: str | None = Field(None, description="custom S3 endpoint (MinIO, moto, Ceph ...)")
+    s3_region: str | None = None
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    visibility_timeout: int = Field(3600, gt=0, description="seconds before an unacked batch is redelivered")
+    queue: str = "fakescan"
+    batch_size: int = Field(32, gt=0)
+    fetch_concurrency: int = Field(8, gt=0)
+    max_object_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(64_000_000, gt=0)
+    detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    metrics_port: int | None = None
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _split_detectors(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: scans run in the calling process."""
+        return not self.broker_url
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'fakescan.db'}"
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch  # only the worker asks for "auto"; the scheduler never resolves the device
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
