@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,8 +42,13 @@ def upsert(
     rows: Sequence[dict[str, Any]],
     keys: Iterable[str],
     update: Iterable[str],
+    only_if: Callable[[Any], Any] | None = None,
 ) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE on PostgreSQL and SQLite alike."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE on PostgreSQL and SQLite alike.
+
+    ``only_if(excluded)`` returns a condition limiting the update to rows that really changed,
+    so re-listing an unchanged archive rewrites nothing (no dead tuples on PostgreSQL).
+    """
     if not rows:
         return
     insert = _DIALECT_INSERT[session.get_bind().dialect.name]
@@ -51,5 +56,6 @@ def upsert(
     statement = statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={column: statement.excluded[column] for column in update},
+        where=only_if(statement.excluded) if only_if else None,
     )
     session.execute(statement)
