@@ -28,8 +28,10 @@ spec="$project"; [ -n "$extras" ] && spec="$project[$extras]"
 stamp="$venv/.fakescan-install-stamp"
 want="$(cat "$project/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    "$venv/bin/pip" install -q --upgrade pip setuptools wheel
-    "$venv/bin/pip" install -q -e "$spec"
+    # this machine's pip config lists optional local indexes; their "ignored location" notes are noise
+    quiet_pip() { "$venv/bin/pip" "$@" 2> >(grep -v "is neither a file nor a directory" >&2); }
+    quiet_pip install -q --upgrade pip setuptools wheel
+    quiet_pip install -q -e "$spec"
     echo "$want" > "$stamp"
 fi
 echo "install.sh: fakescan installed in $venv" >&2
