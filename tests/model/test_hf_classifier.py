@@ -1,0 +1,121 @@
+"""The hf-classifier family: any transformers image-classification checkpoint, from a folder or S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+
+from fakescan import catalog
+from fakescan.errors import DetectorError
+from fakescan.settings import load_settings
+from tests.tiny_models import build_tiny_siglip_checkpoint, tiny_images
+from worker.detectors import load_detector
+from worker.detectors.hf_classifier import HFClassifier, fake_label_indices
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_siglip_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-siglip")
+
+
+def upload_folder(folder: Path, bucket: str, prefix: str, endpoint: str) -> str:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"
+
+
+def manual_fake_probability(folder: Path, images: list, fake_index: int) -> list[float]:
+    """The same probability computed straight from transformers, to check the detector's arithmetic."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    inputs = AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    return logits.softmax(-1)[:, fake_index].tolist()
+
+
+def test_checkpoint_folder_is_a_detector_scoring_p_fake(checkpoint: Path) -> None:
+    settings = load_settings()
+    ref = catalog.resolve(str(checkpoint), settings)
+    assert ref.family == "hf-classifier" and ref.version.startswith("hf-")
+    detector = load_detector(ref, settings)
+    assert isinstance(detector, HFClassifier) and not detector.model.training
+    images = tiny_images(6)
+    scores = [p.score for p in detector.predict(images)]
+    assert len(scores) == 6 and all(0.0 <= s <= 1.0 for s in scores)
+    assert len(set(round(s, 6) for s in scores)) > 1  # a random net still tells inputs apart
+    assert scores == pytest.approx(manual_fake_probability(checkpoint, images, fake_index=1), abs=1e-5)
+    one_by_one = [detector.predict([image])[0].score for image in images]
+    assert one_by_one == pytest.approx(scores, abs=1e-5)
+
+
+def test_same_scores_from_an_s3_prefix(checkpoint: Path, s3_service, s3_bucket: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKESCAN_S3_ENDPOINT_URL", s3_service.url)
+    settings = load_settings()
+    uri = upload_folder(checkpoint, s3_bucket, "models/tiny-siglip", s3_service.url)
+    ref = catalog.resolve(uri, settings)
+    assert (ref.family, ref.location, ref.name) == ("hf-classifier", uri, "tiny-siglip")
+    assert catalog.resolve(uri + "/", settings).version == ref.version
+    from_s3 = load_detector(ref, settings)
+    cached = catalog.local_folder(ref, settings)
+    assert cached is not None and (cached / "model.safetensors").is_file()
+    assert cached.is_relative_to(settings.home)
+    images = tiny_images(4, seed=3)
+    from_disk = load_detector(catalog.resolve(str(checkpoint), settings), settings)
+    assert [p.score for p in from_s3.predict(images)] == [p.score for p in from_disk.predict(images)]
+
+
+def test_label_names_and_override(tmp_path: Path) -> None:
+    assert fake_label_indices({0: "Real", 1: "AI_Generated"}) == [1]
+    assert fake_label_indices({"0": "artificial", "1": "deepfake", "2": "real"}) == [0, 1]
+    assert fake_label_indices({0: "cat", 1: "dog"}, override="Dog") == [1]
+    with pytest.raises(DetectorError, match=r"'cat', 'dog'.*fake_label"):
+        fake_label_indices({0: "cat", 1: "dog"})
+    with pytest.raises(DetectorError, match="'horse' matches none"):
+        fake_label_indices({0: "cat", 1: "dog"}, override="horse")
+    with pytest.raises(DetectorError, match="every checkpoint label"):
+        fake_label_indices({0: "fake", 1: "synthetic"})
+
+
+def test_unmapped_labels_refuse_to_load_until_the_manifest_names_one(tmp_path: Path) -> None:
+    settings = load_settings()
+    folder = build_tiny_siglip_checkpoint(tmp_path / "pets", labels=("cat", "dog"))
+    with pytest.raises(DetectorError, match="'cat', 'dog'"):
+        load_detector(catalog.resolve(str(folder), settings), settings)
+    manifest = {"name": "pets", "family": "hf-classifier", "version": "1", "fake_label": "dog"}
+    (folder / catalog.MANIFEST).write_text(json.dumps(manifest))
+    detector = load_detector(catalog.resolve(str(folder), settings), settings)
+    assert detector.fake_indices == [1] and detector.version == "1"
+    images = tiny_images(3)
+    assert [p.score for p in detector.predict(images)] == pytest.approx(
+        manual_fake_probability(folder, images, fake_index=1), abs=1e-5)
+
+
+def test_single_logit_head_is_a_sigmoid(tmp_path: Path) -> None:
+    settings = load_settings()
+    folder = build_tiny_siglip_checkpoint(tmp_path / "one", labels=("synthetic",))
+    detector = load_detector(catalog.resolve(str(folder), settings), settings)
+    images = tiny_images(3)
+    with torch.no_grad():
+        logits = detector.model(**detector.pixel_inputs(images)).logits
+    assert logits.shape == (3, 1)
+    assert [p.score for p in detector.predict(images)] == pytest.approx(logits.sigmoid()[:, 0].tolist(), abs=1e-6)
+
+
+def test_a_folder_without_a_checkpoint_is_a_detector_error(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    with pytest.raises(DetectorError, match="cannot load the checkpoint"):
+        HFClassifier.load(tmp_path / "broken", {}, "cpu", "fp32")
+    with pytest.raises(DetectorError, match="no Hugging Face checkpoint"):
+        HFClassifier.load(tmp_path / "missing", {}, "cpu", "fp32")

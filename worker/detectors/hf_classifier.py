@@ -1,0 +1,115 @@
+"""Any Hugging Face image-classification checkpoint as a detector.
+
+The folder holds what ``save_pretrained`` writes (``config.json``, safetensors weights, the image
+processor config), optionally beside a ``fakescan.json`` manifest. Which class means
+"AI-generated" comes from the checkpoint's ``id2label`` (``fake``, ``ai``, ``synthetic`` ...), or
+from the manifest key ``fake_label`` (one name or a list) when the checkpoint's names are unusual.
+The score is the probability mass of those classes: softmax over the logits, or a sigmoid when
+the head has a single logit or the checkpoint was trained multi-label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, ContextManager, Mapping, Sequence
+
+import torch
+from PIL import Image
+
+from fakescan.errors import DetectorError
+from worker.detectors import register_family
+from worker.detectors.base import Detector, Prediction
+
+# Normalised (lower case, "_" and " " as "-") class names that mean AI-generated.
+FAKE_LABEL_NAMES = frozenset({
+    "fake", "ai", "ai-generated", "ai-image", "artificial", "synthetic", "generated", "deepfake",
+})
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _normalise(label: str) -> str:
+    return "-".join(label.strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+def fake_label_indices(id2label: Mapping[Any, str], override: str | Sequence[str] | None = None) -> list[int]:
+    """Indices of the classes meaning AI-generated; DetectorError naming the labels when none do."""
+    labels = {int(index): str(name) for index, name in id2label.items()}
+    if override is not None:
+        wanted = {_normalise(override)} if isinstance(override, str) else {_normalise(name) for name in override}
+    else:
+        wanted = set(FAKE_LABEL_NAMES)
+    indices = sorted(index for index, name in labels.items() if _normalise(name) in wanted)
+    if not indices:
+        shown = ", ".join(repr(labels[index]) for index in sorted(labels))
+        how = f"fake_label {override!r} matches none" if override is not None else (
+            "none means AI-generated (" + ", ".join(sorted(FAKE_LABEL_NAMES)) + "); set fake_label in fakescan.json")
+        raise DetectorError(f"checkpoint labels are {shown}: {how}")
+    if len(indices) == len(labels) and len(labels) > 1:
+        raise DetectorError(f"every checkpoint label ({', '.join(map(repr, labels.values()))}) would mean AI-generated")
+    return indices
+
+
+def autocast(device: str, precision: str) -> ContextManager[Any]:
+    """bf16/fp16 autocast on CUDA; CPU always runs fp32 (CPU half precision is slow and lossy)."""
+    if not device.startswith("cuda") or precision not in AUTOCAST_DTYPES:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
+
+
+def load_checkpoint(folder: Path | None) -> tuple[Any, Any]:
+    """The classification model (eval mode, CPU) and image processor saved in a local folder."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    if folder is None or not (folder / "config.json").is_file():
+        raise DetectorError(f"no Hugging Face checkpoint (config.json) in {folder}")
+    hf_logging.disable_progress_bar()  # worker logs are line-oriented; tqdm bars would garble them
+    try:
+        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise DetectorError(f"cannot load the checkpoint in {folder}: {error}") from None
+    return model.eval(), processor
+
+
+@register_family("hf-classifier")
+class HFClassifier(Detector):
+    """A transformers ``AutoModelForImageClassification`` checkpoint scoring P(AI-generated)."""
+
+    def __init__(self, name: str, version: str, manifest: dict[str, Any], model: Any, processor: Any,
+                 device: str = "cpu", precision: str = "fp32") -> None:
+        super().__init__(name, version, manifest)
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.precision = precision
+        self.fake_indices = fake_label_indices(model.config.id2label, manifest.get("fake_label"))
+        self.independent_logits = (model.config.num_labels == 1
+                                   or model.config.problem_type == "multi_label_classification")
+
+    @classmethod
+    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "HFClassifier":
+        model, processor = load_checkpoint(folder)
+        return cls(manifest.get("name", folder.name if folder else "hf"), str(manifest.get("version", "")),
+                   manifest, model, processor, device, precision)
+
+    def pixel_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        inputs = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
+        return {key: value.to(self.device) for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+
+    def fake_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """P(AI-generated) per row of logits."""
+        logits = logits.float()
+        if not self.independent_logits:
+            return logits.softmax(dim=-1)[:, self.fake_indices].sum(dim=-1)
+        return logits.sigmoid()[:, self.fake_indices].amax(dim=-1)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        if not images:
+            return []
+        inputs = self.pixel_inputs(images)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            logits = self.model(**inputs).logits
+        scores = self.fake_probabilities(logits).clamp(0.0, 1.0).cpu().tolist()
+        return [Prediction(float(score)) for score in scores]
