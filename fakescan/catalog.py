@@ -154,15 +154,21 @@ def resolve(spec: str, settings: "Settings") -> DetectorRef:
 
 def ref_from_s3(uri: str, settings: "Settings") -> DetectorRef:
     """A detector or bare checkpoint under an S3 prefix, versioned by its manifest or its ETags."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fakescan.errors import SourceError
     from fakescan.storage import parse_s3_uri, s3_client
 
     bucket, prefix = parse_s3_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     client = s3_client(settings)
     etags: dict[str, str] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            etags[item["Key"][len(prefix):]] = item.get("ETag", "").strip('"')
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                etags[item["Key"][len(prefix):]] = item.get("ETag", "").strip('"')
+    except (BotoCoreError, ClientError) as error:  # missing bucket, denied, unreachable endpoint
+        raise SourceError(f"cannot list detector at {uri}: {error}") from None
     location = uri.rstrip("/")
     if MANIFEST in etags:
         manifest = json.loads(client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())

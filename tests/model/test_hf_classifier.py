@@ -119,3 +119,14 @@ def test_a_folder_without_a_checkpoint_is_a_detector_error(tmp_path: Path) -> No
         HFClassifier.load(tmp_path / "broken", {}, "cpu", "fp32")
     with pytest.raises(DetectorError, match="no Hugging Face checkpoint"):
         HFClassifier.load(tmp_path / "missing", {}, "cpu", "fp32")
+
+
+def test_missing_s3_detector_is_a_one_line_error(s3_service, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakescan.errors import SourceError
+
+    monkeypatch.setenv("FAKESCAN_S3_ENDPOINT_URL", s3_service.url)
+    settings = load_settings()
+    with pytest.raises(SourceError, match="cannot list detector at s3://no-such-bucket-here/m"):
+        catalog.resolve("s3://no-such-bucket-here/m", settings)
+    with pytest.raises(catalog.UnknownDetector, match="expected fakescan.json or a transformers config.json"):
+        catalog.resolve(f"s3://{s3_bucket}/empty", settings)
