@@ -19,7 +19,8 @@ from fakescan.errors import FakescanError, UsageError
 COMMAND_MODULES = (
     "scheduler.cli",  # scan, status
     "fakescan.query_cli",  # results, detectors, db
-    "worker.cli",  # worker, train, evaluate, calibrate, fit-ensemble, explain
+    "worker.cli",  # worker, fit-ensemble
+    "worker.training.cli",  # train, evaluate, calibrate, explain
 )
 
 EXIT_UNEXPECTED = 70
