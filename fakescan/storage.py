@@ -192,6 +192,8 @@ def open_store(source: str, settings: Settings) -> Store:
         if scheme == "file":
             return LocalStore(Path(urlparse(source).path))
         raise UsageError(f"unsupported source {source!r}: use s3://bucket/prefix or a local folder")
+    if source.lower().startswith(("s3:", "file:")):  # "s3:/bucket", "s3:bucket": a mistyped URL, not a folder
+        raise UsageError(f"malformed URL {source!r}: expected s3://bucket[/prefix] or file:///folder")
     return LocalStore(Path(source))
 
 
