@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
+from typing import Any, Iterable, TextIO
 
+from fakescan.db.models import RESULT_STATUSES, VERDICTS
+from fakescan.errors import UsageError
 from fakescan.settings import Settings
+
+RESULT_FORMATS = ("table", "csv", "jsonl")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    results = subparsers.add_parser("results", help="stream stored verdicts, filtered")
+    results.add_argument("--scan", type=int, metavar="ID", help="results for the objects this scan enqueued")
+    results.add_argument("--verdict", choices=VERDICTS)
+    results.add_argument("--min-score", type=float, metavar="X", help="score >= X (P(AI-generated), 0..1)")
+    results.add_argument("--prefix", metavar="P", help="s3://bucket/prefix, file:///folder, /folder or a key prefix")
+    results.add_argument("--detector", metavar="NAME")
+    results.add_argument("--status", choices=RESULT_STATUSES)
+    results.add_argument("--format", choices=RESULT_FORMATS,
+                         help="default: table on a terminal, jsonl when piped")
+    results.add_argument("--limit", type=int, metavar="N")
+    results.set_defaults(handler=list_results)
+
     detectors = subparsers.add_parser("detectors", help="list detector families and named detectors")
     detectors_sub = detectors.add_subparsers(dest="detectors_command", required=True)
     listing = detectors_sub.add_parser("list", help="families and named detectors with versions")
@@ -49,3 +68,79 @@ def db_current(args: argparse.Namespace, settings: Settings) -> int:
 
     print(migrate.current_revision(engine.make_engine(settings)) or "empty")
     return 0
+
+
+def list_results(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.db.engine import make_engine, make_sessionmaker
+    from fakescan.db.migrate import ensure_schema
+    from fakescan.db.queries import ResultQuery, iter_results
+
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        raise UsageError(f"--min-score is a probability in [0, 1], got {args.min_score}")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit cannot be negative, got {args.limit}")
+    query = ResultQuery(scan_id=args.scan, verdict=args.verdict, min_score=args.min_score, prefix=args.prefix,
+                        detector=args.detector, status=args.status, limit=args.limit)
+    out_format = args.format or ("table" if sys.stdout.isatty() else "jsonl")
+    engine = make_engine(settings)
+    try:
+        ensure_schema(settings, engine)
+        with make_sessionmaker(engine)() as session:
+            _WRITERS[out_format](iter_results(session, query), sys.stdout)
+            sys.stdout.flush()
+    except BrokenPipeError:  # `fakescan results | head`: the reader has what it wanted
+        _silence_stdout()
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _write_jsonl(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+    for row in rows:
+        out.write(json.dumps(_plain(row)) + "\n")
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+    from fakescan.db.queries import RESULT_FIELDS
+
+    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        plain = _plain(row)
+        plain["parts"] = json.dumps(plain["parts"]) if plain["parts"] is not None else None
+        writer.writerow(plain)
+
+
+_TABLE_ROW = "{verdict:<9} {score:>6} {status:<6} {detector:<28} {scanned_at:<20} {uri}"
+
+
+def _write_table(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """Fixed columns, URI last (never truncated), so rows print as they stream in."""
+    out.write(_TABLE_ROW.format(verdict="VERDICT", score="SCORE", status="STATUS", detector="DETECTOR",
+                                scanned_at="SCANNED", uri="URI") + "\n")
+    for row in rows:
+        line = _TABLE_ROW.format(
+            verdict=row["verdict"] or "-",
+            score=f"{row['score']:.3f}" if row["score"] is not None else "-",
+            status=row["status"],
+            detector=f"{row['detector']}@{row['detector_version']}",
+            scanned_at=row["scanned_at"].strftime("%Y-%m-%dT%H:%M:%SZ") if row["scanned_at"] else "-",
+            uri=row["uri"],
+        )
+        out.write(line + (f"  error: {row['error']}" if row["error"] else "") + "\n")
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    plain = dict(row)
+    plain["scanned_at"] = row["scanned_at"].isoformat() if row["scanned_at"] else None
+    return plain
+
+
+def _silence_stdout() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+_WRITERS = {"table": _write_table, "csv": _write_csv, "jsonl": _write_jsonl}

@@ -1,9 +1,177 @@
-"""Scheduler commands: ``scan`` and ``status``. Never imports torch or the detectors."""
+"""Scheduler commands: ``scan`` and ``status``. Never imports torch or the detectors.
+
+``fakescan scan`` prints ``scan <id>`` as its first stdout line (flushed at once, so a wrapper
+can read the id while the scan runs), then a summary. ``fakescan status --json`` prints one object.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from fakescan.errors import BrokerError, UsageError
+from fakescan.settings import Settings
+
+if TYPE_CHECKING:
+    from scheduler.scan import Dispatch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass  # scan / status: issue 2
+    scan = subparsers.add_parser("scan", help="list a source, skip finished work, enqueue the rest")
+    scan.add_argument("source", metavar="SOURCE", help="s3://bucket/prefix, file:///folder or a folder")
+    scan.add_argument("--detector", action="append", metavar="NAME",
+                      help="detector name, folder or s3:// prefix; repeatable (default: FAKESCAN_DETECTORS)")
+    scan.add_argument("--batch-size", type=int, metavar="N", help="objects per task (default: FAKESCAN_BATCH_SIZE)")
+    scan.add_argument("--since", metavar="WHEN",
+                      help="only objects modified since: 2024-05-01, 2024-05-01T06:00Z, 36h, 7d")
+    scan.add_argument("--rescan", action="store_true", help="enqueue every listed object, even if already scanned")
+    scan.add_argument("--retry-errors", action="store_true",
+                      help="also enqueue objects whose earlier result is an error row")
+    scan.add_argument("--wait", action="store_true", help="with a broker: wait for the workers, showing progress")
+    scan.add_argument("--ext", metavar=".jpg,.png", help="extensions to admit (default: common image types; 'any')")
+    scan.add_argument("--glob", action="append", metavar="PATTERN", help="fnmatch pattern on the key; repeatable")
+    scan.add_argument("--min-size", type=int, metavar="BYTES")
+    scan.add_argument("--max-size", type=int, metavar="BYTES")
+    scan.set_defaults(handler=scan_command)
+
+    status = subparsers.add_parser("status", help="progress of a scan (the latest by default)")
+    status.add_argument("scan_id", nargs="?", type=int, metavar="SCAN_ID")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(handler=status_command)
+
+
+def scan_command(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.storage import open_store
+    from scheduler.options import build_filter, resolve_detectors
+    from scheduler.scan import ScanRequest, canonical_source
+
+    filters = build_filter(args.ext, args.glob, args.min_size, args.max_size, args.since)
+    batch_size = settings.batch_size if args.batch_size is None else args.batch_size
+    if batch_size <= 0:
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+    detectors = resolve_detectors(args.detector or settings.detectors, settings)
+    store = open_store(args.source, settings)
+    store.check()
+    request = ScanRequest(canonical_source(store), detectors, filters, batch_size,
+                          rescan=args.rescan, retry_errors=args.retry_errors)
+    sessions, engine = _sessions(settings)
+    dispatcher = make_dispatcher(settings)
+    try:
+        # embedded scans are synchronous: they always end with the summary --wait gives
+        return _run(sessions, store, request, dispatcher, settings, wait=args.wait or settings.embedded)
+    finally:
+        dispatcher.close()  # type: ignore[attr-defined]
+        engine.dispose()
+
+
+def make_dispatcher(settings: Settings) -> "Dispatch":
+    """Celery when a broker is configured; otherwise the worker pipeline in this very process."""
+    if settings.broker_url:
+        from fakescan.queue import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(settings)
+        _check_broker(dispatcher.app, settings.broker_url)
+        return dispatcher
+    from worker.inprocess import InProcessDispatcher  # embedded mode only: this loads torch
+
+    return InProcessDispatcher(settings)
+
+
+def _check_broker(app: Any, url: str) -> None:
+    """Fail before creating the scan row, not after the first batch."""
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+    except (OSError, KombuOperationalError) as error:
+        raise BrokerError(f"cannot reach the broker at {_redact(url)}: {error}") from None
+
+
+def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settings: Settings, *, wait: bool) -> int:
+    from scheduler.progress import ProgressBar, settle, wait_for_scan
+    from scheduler.scan import create_scan, run_scan
+
+    scan_id = create_scan(sessions, request, "embedded" if settings.embedded else "broker")
+    print(f"scan {scan_id}", flush=True)
+    bar = ProgressBar(scan_id) if settings.embedded else None
+
+    def show(counts: Any) -> None:
+        if bar is not None:  # embedded: a batch is complete when dispatch returns
+            bar.show(counts.enqueued, counts.enqueued, listed=counts.listed, skipped=counts.skipped)
+
+    try:
+        counts = run_scan(sessions, scan_id, store, request, dispatcher, on_progress=show)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not wait:
+        print(f"listed {counts.listed}  enqueued {counts.enqueued}  skipped {counts.skipped}  "
+              f"batches {counts.batches}")
+        print(f"follow with: fakescan status {scan_id}")
+        return 0
+    progress = settle(sessions, scan_id) if settings.embedded else wait_for_scan(sessions, scan_id)
+    _print_summary(sessions, scan_id, progress, settings)
+    return 0 if progress.state == "finished" else 1
+
+
+def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Settings) -> None:
+    from fakescan.db.queries import scan_outcomes
+
+    with sessions() as session:
+        outcomes = scan_outcomes(session, scan_id)
+    statuses = {status: 0 for status in ("ok", "error")}
+    verdicts = {verdict: 0 for verdict in ("fake", "real", "uncertain")}
+    for (status, verdict), count in outcomes.items():
+        statuses[status] = statuses.get(status, 0) + count
+        if verdict is not None:
+            verdicts[verdict] = verdicts.get(verdict, 0) + count
+    print(f"listed {progress.listed}  enqueued {progress.enqueued}  skipped {progress.skipped}")
+    print(f"done {progress.done}  failed {progress.failed}  state {progress.state}")
+    print("results " + "  ".join(f"{name} {count}" for name, count in statuses.items()))
+    print("verdicts " + "  ".join(f"{name} {count}" for name, count in verdicts.items()))
+    print(f"database {_database_location(settings)}")
+
+
+def status_command(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler.progress import read_progress
+
+    sessions, engine = _sessions(settings)
+    try:
+        with sessions() as session:
+            progress = read_progress(session, args.scan_id)
+    finally:
+        engine.dispose()
+    print(json.dumps(progress.as_json()) if args.json else progress.as_text())
+    return 0
+
+
+def _sessions(settings: Settings) -> tuple[Any, Any]:
+    from fakescan.db.engine import make_engine, make_sessionmaker
+    from fakescan.db.migrate import ensure_schema
+
+    engine = make_engine(settings)
+    ensure_schema(settings, engine)
+    return make_sessionmaker(engine), engine
+
+
+def _database_location(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.resolved_database_url())
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]
+

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select, update
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fakescan.db.models import Scan, ScanItem, utcnow
+from fakescan.errors import UsageError
 
 
 def finish_if_complete(session: Session, scan_id: int) -> bool:
@@ -21,3 +25,66 @@ def finish_if_complete(session: Session, scan_id: int) -> bool:
 
 def latest_scan_id(session: Session) -> int | None:
     return session.scalar(select(Scan.id).order_by(Scan.id.desc()).limit(1))
+
+
+def create_scan(session: Session, source: str, detectors: list[dict[str, str]], options: dict[str, Any]) -> int:
+    scan = Scan(source=source, detectors=detectors, options=options, state="queued",
+                listed=0, enqueued=0, skipped=0, created_at=utcnow())
+    session.add(scan)
+    session.flush()
+    return scan.id
+
+
+def get_scan(session: Session, scan_id: int | None) -> Scan:
+    """The scan with this id, or the latest one when ``scan_id`` is None."""
+    if scan_id is None:
+        scan_id = latest_scan_id(session)
+        if scan_id is None:
+            raise UsageError("no scans yet: start one with 'fakescan scan SOURCE'")
+    scan = session.get(Scan, scan_id)
+    if scan is None:
+        raise UsageError(f"no scan with id {scan_id}")
+    return scan
+
+
+def start_listing(session: Session, scan_id: int) -> None:
+    session.execute(update(Scan).where(Scan.id == scan_id).values(state="running", started_at=utcnow()))
+
+
+def record_counts(session: Session, scan_id: int, *, listed: int, enqueued: int, skipped: int) -> None:
+    """Absolute totals (not increments), so a retried chunk cannot count twice."""
+    session.execute(update(Scan).where(Scan.id == scan_id).values(listed=listed, enqueued=enqueued, skipped=skipped))
+
+
+def finish_listing(session: Session, scan_id: int) -> None:
+    session.execute(update(Scan).where(Scan.id == scan_id).values(listing_finished_at=utcnow()))
+
+
+def mark_failed(session: Session, scan_id: int, error: str) -> None:
+    session.execute(
+        update(Scan).where(Scan.id == scan_id, Scan.finished_at.is_(None))
+        .values(state="failed", error=error, finished_at=utcnow())
+    )
+
+
+def add_items(session: Session, scan_id: int, batch: int, object_ids: Sequence[int]) -> None:
+    now = utcnow()
+    session.execute(insert(ScanItem), [
+        {"scan_id": scan_id, "object_id": object_id, "batch": batch, "state": "queued", "updated_at": now}
+        for object_id in object_ids
+    ])
+
+
+def item_counts(session: Session, scan_id: int) -> dict[str, int]:
+    """Enqueued items of a scan by state (queued, done, failed)."""
+    rows = session.execute(
+        select(ScanItem.state, func.count()).where(ScanItem.scan_id == scan_id).group_by(ScanItem.state)
+    )
+    return {state: count for state, count in rows}
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stamp fakescan writes is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,155 @@
+"""How far a scan has got: counts, rate, ETA and state for ``fakescan status`` and ``scan --wait``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from fakescan.db import scans
+from fakescan.db.models import Scan
+
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    scan_id: int
+    state: str  # queued (nothing completed yet), running, finished, failed
+    source: str
+    detectors: list[dict[str, str]]
+    listed: int
+    enqueued: int
+    skipped: int
+    queued: int  # enqueued items not yet done or failed
+    done: int
+    failed: int
+    images_per_second: float | None
+    eta_seconds: float | None
+    listing_finished: bool
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("created_at", "started_at", "finished_at"):
+            data[name] = data[name].isoformat() if data[name] else None
+        return data
+
+    def as_text(self) -> str:
+        detectors = ", ".join(f"{d['name']}@{d['version']}" for d in self.detectors)
+        rate = f"{self.images_per_second:.1f} images/s" if self.images_per_second is not None else "- images/s"
+        eta = _duration(self.eta_seconds) if self.eta_seconds is not None else "-"
+        lines = [
+            f"scan {self.scan_id}  {self.state}  {self.source}",
+            f"detectors  {detectors}",
+            f"queued {self.queued}  done {self.done}  skipped {self.skipped}  failed {self.failed}",
+            f"listed {self.listed}  enqueued {self.enqueued}" + ("" if self.listing_finished else "  (still listing)"),
+            f"rate {rate}  eta {eta}",
+            "created " + _stamp(self.created_at) + "  started " + _stamp(self.started_at)
+            + "  finished " + _stamp(self.finished_at),
+        ]
+        if self.error:
+            lines.append(f"error: {self.error}")
+        return "\n".join(lines)
+
+
+def read_progress(session: Session, scan_id: int | None, now: datetime | None = None) -> ScanProgress:
+    """Progress of one scan (the latest when ``scan_id`` is None); UsageError when it does not exist."""
+    scan = scans.get_scan(session, scan_id)
+    counts = scans.item_counts(session, scan.id)
+    queued, done, failed = counts.get("queued", 0), counts.get("done", 0), counts.get("failed", 0)
+    state = derive_state(scan, queued, done + failed)
+    rate = _rate(done + failed, scans.as_utc(scan.started_at or scan.created_at),
+                 scans.as_utc(scan.finished_at) or now or datetime.now(timezone.utc))
+    return ScanProgress(
+        scan_id=scan.id, state=state, source=scan.source, detectors=list(scan.detectors),
+        listed=scan.listed, enqueued=scan.enqueued, skipped=scan.skipped,
+        queued=queued, done=done, failed=failed, images_per_second=rate,
+        eta_seconds=_eta(state, queued, rate), listing_finished=scan.listing_finished_at is not None,
+        created_at=scans.as_utc(scan.created_at), started_at=scans.as_utc(scan.started_at),
+        finished_at=scans.as_utc(scan.finished_at), error=scan.error,
+    )
+
+
+def derive_state(scan: Scan, queued: int, completed: int) -> str:
+    if scan.state == "failed":
+        return "failed"
+    if scan.finished_at is not None or (scan.listing_finished_at is not None and queued == 0):
+        return "finished"
+    return "running" if completed else "queued"
+
+
+def _rate(completed: int, start: datetime | None, end: datetime) -> float | None:
+    if start is None or not completed:
+        return None
+    elapsed = (end - start).total_seconds()
+    return completed / elapsed if elapsed > 0 else None
+
+
+def _eta(state: str, queued: int, rate: float | None) -> float | None:
+    if state in ("finished", "failed") or not queued:
+        return 0.0 if state == "finished" else None
+    return queued / rate if rate else None
+
+
+def _stamp(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class ProgressBar:
+    """A tqdm bar on stderr (silent when stderr is not a terminal) over a scan's enqueued items."""
+
+    def __init__(self, scan_id: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="img", desc=f"scan {scan_id}", file=sys.stderr, disable=None,
+                        dynamic_ncols=True)
+
+    def show(self, completed: int, enqueued: int, **postfix: int) -> None:
+        self.bar.total = max(enqueued, completed)
+        self.bar.update(completed - self.bar.n)
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def settle(sessions: sessionmaker[Session], scan_id: int) -> ScanProgress:
+    """The scan's progress now, after finishing it if every item is in.
+
+    This repairs the one race ``finish_if_complete`` can lose: the last batch committing while
+    the scheduler marks the listing finished, each transaction not yet seeing the other.
+    """
+    with sessions() as session:
+        scans.finish_if_complete(session, scan_id)
+        session.commit()
+        return read_progress(session, scan_id)
+
+
+def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: float = POLL_SECONDS) -> ScanProgress:
+    """Poll until the workers have finished (or the scan failed), drawing a progress bar."""
+    bar = ProgressBar(scan_id)
+    try:
+        while True:
+            progress = settle(sessions, scan_id)
+            bar.show(progress.done + progress.failed, progress.enqueued,
+                     failed=progress.failed, skipped=progress.skipped)
+            if progress.state in ("finished", "failed"):
+                return progress
+            time.sleep(poll_seconds)
+    finally:
+        bar.close()

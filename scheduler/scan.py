@@ -1,0 +1,180 @@
+"""One scan: list the source in chunks, record objects, skip finished work, enqueue batches.
+
+The listing is streamed (``Store.list`` pages through the source) and processed ``chunk_size``
+objects at a time, so an archive of millions of keys never sits in memory. Each batch's
+``scan_items`` rows are committed before the batch is dispatched: a fast worker must find them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from fakescan.catalog import DetectorRef
+from fakescan.db import scans
+from fakescan.storage import ListFilter, LocalStore, ObjectInfo, S3Store, Store
+from scheduler.objects import prior_results, upsert_objects
+from scheduler.options import filter_as_json
+from scheduler.retry import with_db_retries
+from scheduler.skip import objects_to_scan
+
+log = logging.getLogger("fakescan.scheduler")
+T = TypeVar("T")
+CHUNK_SIZE = 500
+
+
+class Dispatch(Protocol):
+    def __call__(self, scan_id: int, batch: int, object_ids: list[int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    source: str  # canonical: s3://bucket/prefix or file:///abs/folder
+    detectors: list[DetectorRef]
+    filters: ListFilter = ListFilter()
+    batch_size: int = 32
+    rescan: bool = False
+    retry_errors: bool = False
+    chunk_size: int = CHUNK_SIZE
+
+    @property
+    def detector_keys(self) -> list[tuple[str, str]]:
+        return [(ref.name, ref.version) for ref in self.detectors]
+
+    def options(self, mode: str) -> dict[str, object]:
+        return {"filters": filter_as_json(self.filters), "batch_size": self.batch_size, "rescan": self.rescan,
+                "retry_errors": self.retry_errors, "mode": mode}
+
+
+@dataclass
+class ScanCounts:
+    listed: int = 0
+    enqueued: int = 0
+    skipped: int = 0
+    batches: int = 0
+
+
+def canonical_source(store: Store) -> str:
+    if isinstance(store, S3Store):
+        return f"s3://{store.bucket}/{store.prefix}".rstrip("/")
+    if isinstance(store, LocalStore):
+        return store.folder.as_uri()
+    return store.root
+
+
+def create_scan(sessions: sessionmaker[Session], request: ScanRequest, mode: str) -> int:
+    with sessions() as session:
+        scan_id = scans.create_scan(session, request.source, [ref.as_json() for ref in request.detectors],
+                                    request.options(mode))
+        session.commit()
+    return scan_id
+
+
+def run_scan(
+    sessions: sessionmaker[Session],
+    scan_id: int,
+    store: Store,
+    request: ScanRequest,
+    dispatch: Dispatch,
+    on_progress: Callable[[ScanCounts], None] | None = None,
+) -> ScanCounts:
+    """Enumerate and enqueue; a failure (or Ctrl-C) marks the scan failed and propagates."""
+    with sessions() as session:
+        try:
+            return _ScanRun(session, scan_id, request, dispatch, on_progress).run(store)
+        except BaseException as error:
+            _record_failure(session, scan_id, error)
+            raise
+
+
+def _record_failure(session: Session, scan_id: int, error: BaseException) -> None:
+    reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+    try:
+        session.rollback()
+        scans.mark_failed(session, scan_id, reason[:2000])
+        session.commit()
+    except Exception:  # the database may be the thing that failed; the original error matters more
+        log.warning("could not mark scan %d failed", scan_id, exc_info=True)
+
+
+@dataclass
+class _ScanRun:
+    session: Session
+    scan_id: int
+    request: ScanRequest
+    dispatch: Dispatch
+    on_progress: Callable[[ScanCounts], None] | None
+    counts: ScanCounts = field(default_factory=ScanCounts)
+
+    def run(self, store: Store) -> ScanCounts:
+        self._retrying(self._start)
+        pending: list[int] = []
+        batch_size = self.request.batch_size
+        for chunk in _chunks(store.list(self.request.filters), self.request.chunk_size):
+            pending.extend(self._retrying(lambda: self._record_chunk(chunk)))
+            while len(pending) >= batch_size:
+                self._send(pending[:batch_size])
+                del pending[:batch_size]
+            self._report()
+        if pending:
+            self._send(pending)
+        self._retrying(self._finish_listing)
+        self._report()
+        return self.counts
+
+    def _retrying(self, step: Callable[[], T]) -> T:
+        return with_db_retries(self.session, step)
+
+    def _start(self) -> None:
+        scans.start_listing(self.session, self.scan_id)
+        self.session.commit()
+
+    def _record_chunk(self, chunk: list[ObjectInfo]) -> list[int]:
+        ids = upsert_objects(self.session, chunk)
+        listed = {ids[info.uri]: info.fingerprint for info in chunk}
+        keys = self.request.detector_keys
+        prior = [] if self.request.rescan else prior_results(self.session, list(listed), keys)
+        todo = objects_to_scan(listed, prior, keys, rescan=self.request.rescan,
+                               retry_errors=self.request.retry_errors)
+        listed_total = self.counts.listed + len(chunk)
+        skipped_total = self.counts.skipped + len(listed) - len(todo)
+        scans.record_counts(self.session, self.scan_id, listed=listed_total,
+                            enqueued=self.counts.enqueued, skipped=skipped_total)
+        self.session.commit()
+        self.counts.listed, self.counts.skipped = listed_total, skipped_total
+        return todo
+
+    def _send(self, object_ids: list[int]) -> None:
+        batch = self.counts.batches + 1
+        enqueued_total = self.counts.enqueued + len(object_ids)
+
+        def commit_items() -> None:
+            scans.add_items(self.session, self.scan_id, batch, object_ids)
+            scans.record_counts(self.session, self.scan_id, listed=self.counts.listed,
+                                enqueued=enqueued_total, skipped=self.counts.skipped)
+            self.session.commit()
+
+        self._retrying(commit_items)
+        self.counts.batches, self.counts.enqueued = batch, enqueued_total
+        self.dispatch(self.scan_id, batch, object_ids)
+        self._report()
+
+    def _finish_listing(self) -> None:
+        scans.finish_listing(self.session, self.scan_id)
+        self.session.commit()
+        scans.finish_if_complete(self.session, self.scan_id)  # nothing enqueued, or workers were faster
+        self.session.commit()
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.counts)
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
