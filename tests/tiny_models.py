@@ -16,13 +16,16 @@ TINY_LAYERS = 2
 
 
 def build_tiny_siglip_checkpoint(folder: Path, labels: Sequence[str] = ("real", "fake"), seed: int = 0,
-                                 image_size: int = TINY_IMAGE_SIZE, layers: int = TINY_LAYERS) -> Path:
+                                 image_size: int = TINY_IMAGE_SIZE, layers: int = TINY_LAYERS,
+                                 head: bool = True) -> Path:
     """Save a random ``SiglipForImageClassification`` (safetensors) and its image processor into ``folder``.
 
     ``labels`` become ``id2label`` in order; a single label gives a one-logit (sigmoid) head.
+    ``head=False`` saves a bare image-text ``SiglipModel`` instead, as the published
+    ``google/siglip2-base-patch16-224`` is: a base to fine-tune, not yet a classifier.
     """
     import torch
-    from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor
+    from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor, SiglipModel
 
     id2label = {index: label for index, label in enumerate(labels)}
     config = SiglipConfig(
@@ -36,7 +39,7 @@ def build_tiny_siglip_checkpoint(folder: Path, labels: Sequence[str] = ("real", 
         num_labels=len(labels), id2label=id2label, label2id={label: index for index, label in id2label.items()},
     )
     torch.manual_seed(seed)
-    model = SiglipForImageClassification(config).eval()
+    model = (SiglipForImageClassification if head else SiglipModel)(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     processor = SiglipImageProcessor(
@@ -64,3 +67,13 @@ def tiny_images(count: int, seed: int = 0, size: int = 40) -> list:
             pixels = np.broadcast_to(ramp * rng.uniform(0.3, 1.0, 3), (height, width, 3)).astype(np.uint8)
         images.append(Image.fromarray(pixels, "RGB"))
     return images
+
+
+def write_labelled_folder(folder: Path, per_class: int = 8, seed: int = 0) -> Path:
+    """``real/`` smooth gradients and ``fake/`` noise as PNG files: an easy, deterministic training set."""
+    images = tiny_images(4 * per_class, seed=seed)
+    for label, parity in (("real", 0), ("fake", 1)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for number, image in enumerate(images[parity::2][:per_class]):
+            image.save(folder / label / f"{label}-{number:03d}.png")
+    return folder

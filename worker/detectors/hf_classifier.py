@@ -57,8 +57,11 @@ def autocast(device: str, precision: str) -> ContextManager[Any]:
     return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
 
 
-def load_checkpoint(folder: Path | None) -> tuple[Any, Any]:
-    """The classification model (eval mode, CPU) and image processor saved in a local folder."""
+def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, Any]:
+    """The classification model (eval mode, CPU) and image processor saved in a local folder.
+
+    ``model_overrides`` go to ``from_pretrained`` (a fine-tuning run replaces the head with them).
+    """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
@@ -66,7 +69,7 @@ def load_checkpoint(folder: Path | None) -> tuple[Any, Any]:
         raise DetectorError(f"no Hugging Face checkpoint (config.json) in {folder}")
     hf_logging.disable_progress_bar()  # worker logs are line-oriented; tqdm bars would garble them
     try:
-        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, **model_overrides)
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
         raise DetectorError(f"cannot load the checkpoint in {folder}: {error}") from None
