@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "fakescan.query_cli",  # results, detectors, db
     "worker.cli",  # worker, fit-ensemble
     "worker.training.cli",  # train, evaluate, calibrate, explain
+    "fakescan.ops_cli",  # nightly, exporter, worker-ping
 )
 
 EXIT_UNEXPECTED = 70

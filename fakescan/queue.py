@@ -59,3 +59,25 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         self.app.close()
+
+
+# kombu's Redis transport keeps priority levels other than 0 in sibling lists "<queue>\x06\x16<n>"
+_PRIORITY_SEPARATOR = "\x06\x16"
+_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def queue_depth(settings: Settings) -> int:
+    """Batches waiting in the Celery queue (Redis list lengths); batches a worker holds are not counted."""
+    import redis
+
+    if not settings.broker_url:
+        raise UsageError("no broker configured: set FAKESCAN_BROKER_URL (e.g. redis://host:6379/0)")
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        names = [settings.queue] + [f"{settings.queue}{_PRIORITY_SEPARATOR}{step}" for step in _PRIORITY_STEPS[1:]]
+        pipeline = client.pipeline(transaction=False)
+        for name in names:
+            pipeline.llen(name)
+        return sum(int(length) for length in pipeline.execute())
+    finally:
+        client.close()
