@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import boto3
@@ -130,3 +131,23 @@ def test_missing_s3_detector_is_a_one_line_error(s3_service, s3_bucket: str, mon
         catalog.resolve("s3://no-such-bucket-here/m", settings)
     with pytest.raises(catalog.UnknownDetector, match="expected fakescan.json or a transformers config.json"):
         catalog.resolve(f"s3://{s3_bucket}/empty", settings)
+
+
+def test_large_batches_are_scored_in_chunks(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    detector = HFClassifier.load(checkpoint, {}, "cpu", "fp32")
+    images = tiny_images(5, seed=2)
+    whole = [p.score for p in detector.predict(images)]
+    monkeypatch.setattr(HFClassifier, "predict_batch_size", 2)
+    assert [p.score for p in detector.predict(images)] == pytest.approx(whole, abs=1e-6)
+    assert detector.predict([]) == []
+
+
+def test_half_precision_only_autocasts_on_cuda() -> None:
+    from worker.detectors.hf_classifier import autocast
+
+    for device, precision in (("cpu", "bf16"), ("cpu", "fp16"), ("cuda", "fp32"), ("cuda:1", "fp32")):
+        assert not isinstance(autocast(device, precision), torch.autocast)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns when the machine has no GPU; the choice is what is tested
+        context = autocast("cuda", "bf16")
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16

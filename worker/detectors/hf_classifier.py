@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, ContextManager, Mapping, Sequence
+from typing import Any, ClassVar, ContextManager, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -80,6 +80,8 @@ def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, A
 class HFClassifier(Detector):
     """A transformers ``AutoModelForImageClassification`` checkpoint scoring P(AI-generated)."""
 
+    predict_batch_size: ClassVar[int] = 32
+
     def __init__(self, name: str, version: str, manifest: dict[str, Any], model: Any, processor: Any,
                  device: str = "cpu", precision: str = "fp32") -> None:
         super().__init__(name, version, manifest)
@@ -108,11 +110,12 @@ class HFClassifier(Detector):
             return logits.softmax(dim=-1)[:, self.fake_indices].sum(dim=-1)
         return logits.sigmoid()[:, self.fake_indices].amax(dim=-1)
 
+    @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
-        if not images:
-            return []
-        inputs = self.pixel_inputs(images)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            logits = self.model(**inputs).logits
-        scores = self.fake_probabilities(logits).clamp(0.0, 1.0).cpu().tolist()
+        scores: list[float] = []
+        for start in range(0, len(images), self.predict_batch_size):  # bounds activation memory
+            inputs = self.pixel_inputs(images[start:start + self.predict_batch_size])
+            with autocast(self.device, self.precision):
+                logits = self.model(**inputs).logits
+            scores += self.fake_probabilities(logits).clamp(0.0, 1.0).cpu().tolist()
         return [Prediction(float(score)) for score in scores]
