@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -113,13 +114,31 @@ def test_single_logit_head_is_a_sigmoid(tmp_path: Path) -> None:
     assert [p.score for p in detector.predict(images)] == pytest.approx(logits.sigmoid()[:, 0].tolist(), abs=1e-6)
 
 
-def test_a_folder_without_a_checkpoint_is_a_detector_error(tmp_path: Path) -> None:
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.json").write_text("{}")
-    with pytest.raises(DetectorError, match="cannot load the checkpoint"):
-        HFClassifier.load(tmp_path / "broken", {}, "cpu", "fp32")
+def test_multi_label_checkpoint_scores_with_a_sigmoid(tmp_path: Path) -> None:
+    folder = build_tiny_siglip_checkpoint(tmp_path / "multi", labels=("photo", "ai_generated", "edited"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    detector = HFClassifier.load(folder, {}, "cpu", "fp32")
+    images = tiny_images(3)
+    with torch.no_grad():
+        logits = detector.model(**detector.pixel_inputs(images)).logits
+    assert [p.score for p in detector.predict(images)] == pytest.approx(logits.sigmoid()[:, 1].tolist(), abs=1e-6)
+
+
+def test_a_folder_without_a_usable_checkpoint_is_a_detector_error(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(DetectorError, match="no Hugging Face checkpoint"):
         HFClassifier.load(tmp_path / "missing", {}, "cpu", "fp32")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(checkpoint / "config.json", pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"not unpickled, whatever it holds")
+    with pytest.raises(DetectorError, match=r"pytorch_model.bin is pickled and is not loaded"):
+        HFClassifier.load(pickled, {}, "cpu", "fp32")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(checkpoint, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(DetectorError, match="cannot load the checkpoint"):
+        HFClassifier.load(corrupt, {}, "cpu", "fp32")
 
 
 def test_missing_s3_detector_is_a_one_line_error(s3_service, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,11 +67,17 @@ def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, A
 
     if folder is None or not (folder / "config.json").is_file():
         raise DetectorError(f"no Hugging Face checkpoint (config.json) in {folder}")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(path.name for path in folder.glob("*.bin"))
+        raise DetectorError(f"no safetensors weights in {folder}" + (
+            f" ({', '.join(pickles)} is pickled and is not loaded: re-save with safe_serialization=True)"
+            if pickles else ""))
     hf_logging.disable_progress_bar()  # worker logs are line-oriented; tqdm bars would garble them
     try:
-        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, **model_overrides)
+        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                                **model_overrides)
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:  # transformers and safetensors raise many kinds for a malformed folder
         raise DetectorError(f"cannot load the checkpoint in {folder}: {error}") from None
     return model.eval(), processor
 
