@@ -1,0 +1,126 @@
+"""Worker metrics for Prometheus, served on ``FAKESCAN_METRICS_PORT`` by each worker.
+
+- ``fakescan_images_scanned_total{detector,status,verdict}``: result rows written
+  (``verdict="none"`` for error rows and detectors without a threshold);
+- ``fakescan_batch_seconds`` and ``fakescan_batch_objects``: batch latency and size;
+- ``fakescan_stage_seconds{stage}``: time per batch in fetch, decode, inference, write;
+- ``fakescan_model_load_seconds{detector}``: building a detector in a worker process.
+
+A solo or threads pool runs batches in the process that serves the endpoint. A prefork pool
+runs them in child processes: there prometheus_client's multiprocess mode is used, each child
+writing its samples to files under ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder when
+unset) and the parent serving their sum. prometheus_client picks its value store when it is
+first imported, so nothing here imports it before :func:`serve` has set that folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from fakescan.settings import Settings
+
+log = logging.getLogger(__name__)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# seconds; a batch is tens of images on a GPU or a CPU, fetched over the network
+BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.images = Counter("fakescan_images_scanned", "result rows written, by detector, status and verdict",
+                              ["detector", "status", "verdict"])
+        self.batch_seconds = Histogram("fakescan_batch_seconds", "wall time of one batch, from load to commit",
+                                       buckets=BATCH_BUCKETS)
+        self.batch_objects = Histogram("fakescan_batch_objects", "objects written per batch", buckets=SIZE_BUCKETS)
+        self.stage_seconds = Histogram("fakescan_stage_seconds", "seconds a batch spent in each stage", ["stage"],
+                                       buckets=BATCH_BUCKETS)
+        self.model_load_seconds = Histogram("fakescan_model_load_seconds", "seconds to build a detector in a process",
+                                            ["detector"], buckets=LOAD_BUCKETS)
+
+
+_metrics: _Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def _get() -> _Metrics:
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = _Metrics()
+        return _metrics
+
+
+def observe_batch(seconds: float, objects: int, stage_seconds: Mapping[str, float],
+                  rows: Iterable[Mapping[str, Any]]) -> None:
+    """One committed batch: its latency, size, stage times and the rows it wrote."""
+    metrics = _get()
+    metrics.batch_seconds.observe(seconds)
+    metrics.batch_objects.observe(objects)
+    for stage, spent in stage_seconds.items():
+        metrics.stage_seconds.labels(stage).observe(spent)
+    for row in rows:
+        metrics.images.labels(row["detector"], row["status"], row.get("verdict") or "none").inc()
+
+
+def observe_model_load(detector: str, seconds: float) -> None:
+    _get().model_load_seconds.labels(detector).observe(seconds)
+
+
+def install(settings: Settings) -> None:
+    """Serve the endpoint when the Celery worker starts, if ``FAKESCAN_METRICS_PORT`` is set."""
+    if settings.metrics_port is None:
+        return
+    from celery import signals
+
+    def start(sender: Any = None, **_: Any) -> None:
+        serve(settings.metrics_port, multiprocess=_is_prefork(sender))  # type: ignore[arg-type]
+
+    signals.worker_init.connect(start, weak=False)
+
+
+def _is_prefork(worker: Any) -> bool:
+    pool = getattr(worker, "pool_cls", None)
+    return "prefork" in str(getattr(pool, "__module__", pool))
+
+
+def serve(port: int, *, multiprocess: bool, address: str = "0.0.0.0") -> Any:
+    """Start the HTTP endpoint in a background thread of this process; returns the server."""
+    if multiprocess:
+        folder = prepare_multiprocess_dir()
+        from prometheus_client import CollectorRegistry, multiprocess as prometheus_multiprocess
+
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=str(folder))
+    else:
+        from prometheus_client import REGISTRY as registry  # noqa: N811 - the default, per-process registry
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    log.info("metrics on http://%s:%d/metrics (%s)", address, port,
+             "summed over the prefork pool" if multiprocess else "this process")
+    return server
+
+
+def prepare_multiprocess_dir() -> Path:
+    """The folder the pool's processes write to, emptied: samples of an earlier run must not count."""
+    if not os.environ.get(MULTIPROC_ENV):
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="fakescan-metrics-")
+    folder = Path(os.environ[MULTIPROC_ENV])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    from prometheus_client.values import MutexValue, ValueClass
+
+    if ValueClass is MutexValue:  # chosen at import, before the folder was known
+        log.warning("prometheus_client was imported before %s was set: prefork metrics will be incomplete; "
+                    "set %s in the worker's environment", MULTIPROC_ENV, MULTIPROC_ENV)
+    return folder
