@@ -16,12 +16,13 @@ same weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +102,24 @@ def load_base(spec: str, settings: Settings) -> tuple[Any, Any, catalog.Detector
     if not has_real_fake_head(config):
         overrides = {"num_labels": 2, "id2label": dict(enumerate(LABELS)),
                      "label2id": {label: index for index, label in enumerate(LABELS)}, "ignore_mismatched_sizes": True}
-    model, processor = load_checkpoint(folder, **overrides)
+    with quiet_transformers():  # its load report lists every text-tower tensor a bare SiglipModel leaves unused
+        model, processor = load_checkpoint(folder, **overrides)
     check_architecture(model)
+    log.info("base %s (%s): %s", spec, ref.version,
+             "fresh real/fake head" if overrides else f"keeps its head {model.config.id2label}")
     return model, processor, ref
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def class_indices(detector: Siglip2Detector) -> torch.Tensor:
