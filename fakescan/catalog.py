@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
@@ -86,8 +86,25 @@ for _info in (
                "three Conv+BN+MaxPool blocks, global pooling, softmax; Grad-CAM explanations"),
     FamilyInfo("one-class-ensemble", "worker.detectors.ensemble",
                "nine anomaly detectors fitted on real images only, weighted vote"),
+    # weightless; bump the version when its signals or scores change (results are keyed by it)
+    FamilyInfo("provenance", "worker.detectors.provenance",
+               "C2PA manifests, IPTC/XMP source types, generator text chunks and EXIF; reads no pixels",
+               weightless=True, version="1.0.0"),
 ):
     register_family_info(_info)
+
+PROVENANCE = "provenance"
+
+
+def scan_detector_specs(requested: Sequence[str] | None, settings: "Settings", provenance: bool = True) -> list[str]:
+    """The detector specs a scan runs: the requested ones (else the configured), provenance first.
+
+    Provenance reads metadata, not pixels, so it costs little, and its verified claims decide
+    combined verdicts; a scan leaves it out only when asked to (``provenance=False``).
+    """
+    specs = list(requested) if requested else list(settings.detectors)
+    others = [spec for spec in specs if spec != PROVENANCE]
+    return [PROVENANCE, *others] if provenance else others
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(8, gt=0)
     max_object_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(64_000_000, gt=0)
-    detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    # provenance (metadata, no pixels) runs first in every scan unless a scan opts out
+    detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["provenance", "default"])
+    c2pa_trust_anchors: Path | None = Field(None, description="PEM bundle of C2PA signers' root certificates")
+    verdict_policy: Path | None = Field(None, description="JSON file overriding the combined-verdict policy")
     metrics_port: int | None = None
     log_json: bool = False
     log_level: str = "INFO"

@@ -35,7 +35,8 @@ def detector():
 
 
 def test_unknown_detector(detector, tmp_path):
-    assert_one_error_line(run_cli("scan", str(tmp_path), "--detector", "nope"), UsageError.exit_code, "known: tiny")
+    assert_one_error_line(run_cli("scan", str(tmp_path), "--detector", "nope"), UsageError.exit_code,
+                          "known: provenance, tiny")
 
 
 def test_malformed_url(detector):
