@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.worker_support import bomb_png
 from worker.decode import DecodeError, decode_image
 
 LIMIT = 64_000_000
@@ -24,16 +23,6 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
 def noise(width: int = 48, height: int = 32, seed: int = 0) -> Image.Image:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return Image.fromarray(pixels, "RGB")
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height but carries almost no pixel data."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 def reason(data: bytes, max_pixels: int = LIMIT) -> DecodeError:
@@ -73,13 +62,13 @@ def test_truncated_png_is_corrupt():
 
 
 def test_header_claiming_huge_dimensions_is_a_decompression_bomb_before_any_decoding():
-    error = reason(png_claiming(100_000, 100_000))
+    error = reason(bomb_png(100_000))
     assert error.kind == "decompression-bomb"
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_header_between_pillow_warning_and_our_limit_is_rejected_by_our_limit():
-    error = reason(png_claiming(10_000, 10_000))  # over our 64M limit, under Pillow's own error size
+    error = reason(bomb_png(10_000))  # over our 64M limit, under Pillow's own error size
     assert error.kind == "decompression-bomb"
     assert "10000x10000" in str(error) and str(LIMIT) in str(error)
 

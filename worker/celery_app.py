@@ -1,0 +1,82 @@
+"""The worker's Celery app: ``celery -A worker.celery_app worker`` (``fakescan worker`` uses the same).
+
+``app`` is built from the environment when Celery first asks for it at worker start. Models are
+not loaded here: each process that runs batches builds them on its first batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from fakescan.logs import configure_logging
+from fakescan.queue import make_celery_app
+from fakescan.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+POOLS = ("prefork", "solo", "threads")
+
+
+def worker_app(settings: Settings) -> Any:
+    """The shared app with the batch task, a CUDA-safe default pool, and a prompt redelivery sweep."""
+    app = make_celery_app(settings, include_tasks=True)
+    app.conf.worker_pool = default_pool(settings)
+    # Redis hands an unacknowledged batch to another worker only when a worker sweeps for
+    # expired ones; kombu sweeps every 10 s x 10 by default, which would add up to 100 s to
+    # every redelivery. Sweep at a fifth of the visibility timeout, at most every 10 s.
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+        "unacked_restore_throttle": 1,
+    }
+    return app
+
+
+def default_pool(settings: Settings) -> str:
+    """``solo`` on CUDA (a CUDA context does not survive fork: one process per GPU), else ``prefork``."""
+    return "solo" if settings.resolved_device().startswith("cuda") else "prefork"
+
+
+def check_pool(pool: str, settings: Settings) -> None:
+    from fakescan.errors import UsageError
+
+    if pool not in POOLS:
+        raise UsageError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+    if pool == "prefork" and settings.resolved_device().startswith("cuda"):
+        raise UsageError("the prefork pool forks, and CUDA does not survive a fork: with FAKESCAN_DEVICE=cuda "
+                         "use --pool solo (one worker per GPU, scale with replicas) or --pool threads")
+
+
+@signals.setup_logging.connect
+def _fakescan_logging(loglevel: Any = None, **_: Any) -> None:
+    """Celery keeps fakescan's log format (plain or JSON lines) instead of installing its own."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging(load_settings(), level)
+
+
+@signals.worker_init.connect
+def _no_prefork_on_cuda(sender: Any = None, **_: Any) -> None:
+    """``celery -A worker.celery_app worker -P prefork`` on a GPU: run solo rather than fork CUDA."""
+    pool = getattr(sender, "pool_cls", None)
+    if "prefork" in str(getattr(pool, "__module__", pool)) and load_settings().resolved_device().startswith("cuda"):
+        log.warning("FAKESCAN_DEVICE resolves to CUDA, which does not survive fork: using the solo pool")
+        sender.pool_cls = "solo"
+
+
+@signals.celeryd_init.connect
+def _heartbeat(sender: Any = None, **_: Any) -> None:
+    """Busy-since files for ``fakescan worker-ping`` (a solo pool cannot answer a ping mid-batch)."""
+    from worker.health import install_heartbeat
+
+    install_heartbeat(load_settings(), str(sender) if sender else None)
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` is built on first access (Celery's ``-A worker.celery_app``), so importing this module is cheap."""
+    if name != "app":
+        raise AttributeError(name)
+    global app
+    app = worker_app(load_settings())
+    return app

@@ -1,0 +1,77 @@
+"""Fetch a batch's objects concurrently; sort each failure into bad input (a row) or a fault (a retry).
+
+A missing, denied, archived or oversized object is a fact about that object: retrying will not
+change it, so it becomes an ``error`` row. A 5xx, a throttle or an unreachable endpoint is a fact
+about the infrastructure: :class:`InfrastructureFault` propagates and the task retries the batch
+(boto3 has already retried the single request with adaptive backoff by then).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fakescan.settings import Settings
+from fakescan.storage import ObjectTooLarge
+
+if TYPE_CHECKING:
+    from worker.cache import ProcessCache
+    from worker.pipeline import BatchObject
+
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
+DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
+ARCHIVED_CODES = frozenset({"InvalidObjectState"})
+
+
+class InfrastructureFault(Exception):
+    """Storage or network trouble that says nothing about the object: retry the batch later."""
+
+
+@dataclass(frozen=True)
+class FetchedObject:
+    object: "BatchObject"
+    data: bytes | None
+    error: str | None  # the reason stored in the result row when the object could not be read
+    seconds: float
+
+
+def fetch_all(objects: Sequence["BatchObject"], settings: Settings, cache: "ProcessCache") -> list[FetchedObject]:
+    """Every object's bytes or its bad-input reason, in input order; InfrastructureFault on a fault."""
+    workers = max(1, min(settings.fetch_concurrency, len(objects)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
+        return list(pool.map(lambda item: fetch_one(item, settings, cache), objects))
+
+
+def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache") -> FetchedObject:
+    started = time.perf_counter()
+    data, error = None, None
+    try:
+        data = cache.store(item.store).read(item.key, settings.max_object_bytes)
+    except ObjectTooLarge as too_large:
+        error = f"too-large: {too_large}"
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        error = "not-found: the file is gone"
+    except PermissionError:
+        error = "access-denied: the file cannot be read"
+    except ClientError as client_error:
+        error = _client_error_reason(item, client_error)
+    except BotoCoreError as fault:
+        raise InfrastructureFault(f"cannot reach object storage for {item.uri}: {fault}") from fault
+    except OSError as fault:  # EIO, a stale NFS handle: the disk, not the object
+        raise InfrastructureFault(f"cannot read {item.uri}: {fault}") from fault
+    return FetchedObject(item, data, error, time.perf_counter() - started)
+
+
+def _client_error_reason(item: "BatchObject", error: ClientError) -> str:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    if code in MISSING_CODES:
+        return f"not-found: {code}"
+    if code in DENIED_CODES:
+        return f"access-denied: {code}"
+    if code in ARCHIVED_CODES:
+        return f"archived: {code} (restore the object from its archive storage class first)"
+    raise InfrastructureFault(f"object storage answered {code or 'an error'} for {item.uri}") from error
