@@ -81,3 +81,14 @@ def queue_depth(settings: Settings) -> int:
         return sum(int(length) for length in pipeline.execute())
     finally:
         client.close()
+
+
+def queue_depth_or_none(settings: Settings) -> int | None:
+    """``queue_depth`` for a report that must not fail with the broker (``fakescan status``)."""
+    from kombu.exceptions import OperationalError as KombuOperationalError
+    from redis.exceptions import RedisError
+
+    try:
+        return queue_depth(settings)
+    except (OSError, RedisError, KombuOperationalError):
+        return None

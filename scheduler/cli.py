@@ -143,8 +143,25 @@ def status_command(args: argparse.Namespace, settings: Settings) -> int:
             progress = read_progress(session, args.scan_id)
     finally:
         engine.dispose()
-    print(json.dumps(progress.as_json()) if args.json else progress.as_text())
+    _print_status(progress, settings, as_json=args.json)
     return 0
+
+
+def _print_status(progress: Any, settings: Settings, *, as_json: bool) -> None:
+    """The scan's progress, and with a broker how many batches wait in its queue (None: unreachable)."""
+    from fakescan.queue import queue_depth_or_none
+
+    depth = queue_depth_or_none(settings) if settings.broker_url else None
+    if as_json:
+        data = progress.as_json()
+        if settings.broker_url:
+            data["queue_depth"] = depth
+        print(json.dumps(data))
+        return
+    print(progress.as_text())
+    if settings.broker_url:
+        waiting = "unreachable" if depth is None else f"{depth} batches waiting"
+        print(f"broker queue {settings.queue}: {waiting}")
 
 
 def _sessions(settings: Settings) -> tuple[Any, Any]:
