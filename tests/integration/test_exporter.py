@@ -23,9 +23,15 @@ IMAGES = 10
 BATCH = 4
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+def scrape_exporter() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Start the exporter from the environment's settings, scrape it once, stop it."""
+    port = free_port()
+    server = serve(load_settings(), port, "127.0.0.1")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
@@ -52,12 +58,7 @@ def enqueued_scan(s3_service: Any, s3_bucket: str, postgres_url: str, redis_serv
 
 def test_exporter_serves_queue_depth_and_scan_progress(enqueued_scan: tuple[int, str, str]) -> None:
     scan_id, queue, source = enqueued_scan
-    port = free_port()
-    server = serve(load_settings(), port, "127.0.0.1")
-    try:
-        metrics = scrape(port)
-    finally:
-        server.shutdown()
+    metrics = scrape_exporter()
     batches = -(-IMAGES // BATCH)
     assert metrics[("fakescan_queue_depth", (("queue", queue),))] == batches
     assert metrics[("fakescan_broker_up", ())] == 1
@@ -81,12 +82,7 @@ def test_an_unreachable_database_or_broker_is_reported_not_fatal(monkeypatch: py
     closed = free_port()
     monkeypatch.setenv("FAKESCAN_DATABASE_URL", f"postgresql+psycopg://nobody@127.0.0.1:{closed}/none")
     monkeypatch.setenv("FAKESCAN_BROKER_URL", f"redis://127.0.0.1:{closed}/0")
-    port = free_port()
-    server = serve(load_settings(), port, "127.0.0.1")
-    try:
-        metrics = scrape(port)
-    finally:
-        server.shutdown()
+    metrics = scrape_exporter()
     assert metrics[("fakescan_database_up", ())] == 0
     assert metrics[("fakescan_broker_up", ())] == 0
     assert not [name for name, _ in metrics if name.startswith("fakescan_scan")]
