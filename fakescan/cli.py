@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "worker.cli",  # worker, fit-ensemble
     "worker.training.cli",  # train, evaluate, calibrate, explain
     "fakescan.ops_cli",  # nightly, exporter, worker-ping
+    "fakescan.verdicts_cli",  # verdicts compute/list/policy
 )
 
 EXIT_UNEXPECTED = 70

@@ -111,3 +111,21 @@ class ScanItem(Base):
     batch: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(8), default="queued")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Verdict(Base):
+    """One combined verdict per object and verdict-policy version (``fakescan.verdicts``)."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (
+        UniqueConstraint("object_id", "policy_version", name="uq_verdicts_identity"),
+        Index("ix_verdicts_policy_verdict", "policy_version", "verdict"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"))
+    policy_version: Mapped[str] = mapped_column(String(160))  # "<policy name>-<hash of its parameters>"
+    verdict: Mapped[str | None] = mapped_column(String(16))  # fake | real | uncertain | NULL: nothing judged it
+    score: Mapped[float | None] = mapped_column(Float)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JsonType)  # the rule and evidence that decided
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,132 @@
+"""Combined verdicts in the database: computed from stored results, upserted per policy version.
+
+The worker calls :func:`record_batch_verdicts` inside the transaction that wrote a batch's
+results; ``fakescan verdicts compute`` calls :func:`recompute` to redo them from stored results
+(after re-calibrating a detector or changing the policy), a chunk of objects per transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable, Iterator, Sequence
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from fakescan.db import scans
+from fakescan.db.engine import upsert
+from fakescan.db.models import Result, Scan, ScanItem, StoredObject, Verdict, utcnow
+from fakescan.db.queries import same_detectors
+from fakescan.verdicts import StoredResult, VerdictPolicy, combine
+
+VERDICT_KEY = ("object_id", "policy_version")
+VERDICT_UPDATED = ("verdict", "score", "explanation", "decided_at")
+CHUNK = 500
+FETCH_ROWS = 1000
+
+
+def record_verdicts(session: Session, object_ids: Sequence[int], policy: VerdictPolicy,
+                    detectors: list[dict[str, str]] | None = None) -> Counter[str | None]:
+    """Combine and upsert the verdicts of ``object_ids``; counts by verdict (None: nothing judged).
+
+    ``detectors`` (a scan's ``[{"name", "version"}, ...]``) limits the inputs to those detector
+    versions; without it each detector's most recent result of the object is used.
+    """
+    by_object = _stored_results(session, object_ids, detectors)
+    now = utcnow()
+    rows = []
+    for object_id in sorted(by_object):
+        decision = combine(by_object[object_id], policy)
+        rows.append({"object_id": object_id, "policy_version": policy.version, "verdict": decision.verdict,
+                     "score": decision.score, "explanation": decision.explanation, "decided_at": now})
+    upsert(session, Verdict.__table__, rows, VERDICT_KEY, VERDICT_UPDATED)
+    return Counter(row["verdict"] for row in rows)
+
+
+def record_batch_verdicts(session: Session, scan_id: int, object_ids: Sequence[int],
+                          policy: VerdictPolicy) -> Counter[str | None]:
+    """The worker's hook: verdicts of a batch just written, from the scan's detector versions."""
+    detectors = session.scalar(select(Scan.detectors).where(Scan.id == scan_id))
+    if detectors is None or not object_ids:
+        return Counter()
+    return record_verdicts(session, object_ids, policy, detectors)
+
+
+def recompute(session_factory: Callable[[], Session], policy: VerdictPolicy,
+              scan_id: int | None = None) -> Counter[str | None]:
+    """Verdicts of every object of a scan (or every object with results), one transaction per chunk."""
+    totals: Counter[str | None] = Counter()
+    with session_factory() as session:
+        detectors = scans.get_scan(session, scan_id).detectors if scan_id is not None else None
+    last_id = 0
+    while True:
+        with session_factory() as session:
+            ids = list(session.scalars(_object_ids(scan_id, last_id)))
+            if not ids:
+                return totals
+            totals.update(record_verdicts(session, ids, policy, detectors))
+            session.commit()
+        last_id = ids[-1]
+
+
+def _object_ids(scan_id: int | None, after: int) -> Select[Any]:
+    if scan_id is not None:
+        column = ScanItem.object_id
+        statement = select(column).where(ScanItem.scan_id == scan_id)
+    else:
+        column = Result.object_id
+        statement = select(column).distinct()
+    return statement.where(column > after).order_by(column).limit(CHUNK)
+
+
+def _stored_results(session: Session, object_ids: Sequence[int],
+                    detectors: list[dict[str, str]] | None) -> dict[int, list[StoredResult]]:
+    statement = (
+        select(Result.object_id, Result.detector, Result.detector_version, Result.status, Result.score,
+               Result.evidence, Result.error)
+        .where(Result.object_id.in_(sorted(set(object_ids))))
+        .order_by(Result.object_id, Result.scanned_at, Result.id)
+    )
+    if detectors is not None:
+        statement = statement.where(same_detectors(detectors))
+    latest: dict[tuple[int, str], StoredResult] = {}
+    for object_id, *fields in session.execute(statement):
+        latest[(object_id, fields[0])] = StoredResult(*fields)  # later rows replace earlier versions
+    by_object: dict[int, list[StoredResult]] = {}
+    for (object_id, _), result in latest.items():
+        by_object.setdefault(object_id, []).append(result)
+    return by_object
+
+
+def iter_verdicts(session: Session, policy_version: str, scan_id: int | None = None, verdict: str | None = None,
+                  limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Stored verdicts under one policy version, with the object's URI, in object order."""
+    statement = (
+        select(StoredObject.uri, Verdict.verdict, Verdict.score, Verdict.explanation, Verdict.decided_at)
+        .join(StoredObject, StoredObject.id == Verdict.object_id)
+        .where(Verdict.policy_version == policy_version)
+        .order_by(Verdict.object_id)
+    )
+    statement = _filtered(session, statement, scan_id, verdict)
+    if limit is not None:
+        statement = statement.limit(limit)
+    for uri, found, score, explanation, decided_at in session.execute(statement.execution_options(yield_per=FETCH_ROWS)):
+        yield {"uri": uri, "verdict": found, "score": score, "explanation": explanation,
+               "decided_at": scans.as_utc(decided_at)}
+
+
+def verdict_counts(session: Session, policy_version: str, scan_id: int | None = None) -> dict[str | None, int]:
+    statement = select(Verdict.verdict, func.count()).where(Verdict.policy_version == policy_version)
+    statement = _filtered(session, statement, scan_id, None).group_by(Verdict.verdict)
+    return {found: count for found, count in session.execute(statement)}
+
+
+def _filtered(session: Session, statement: Select[Any], scan_id: int | None, verdict: str | None) -> Select[Any]:
+    if scan_id is not None:
+        scan = scans.get_scan(session, scan_id)
+        statement = statement.join(ScanItem, and_(ScanItem.object_id == Verdict.object_id, ScanItem.scan_id == scan.id))
+    if verdict == "none":
+        statement = statement.where(Verdict.verdict.is_(None))
+    elif verdict is not None:
+        statement = statement.where(Verdict.verdict == verdict)
+    return statement

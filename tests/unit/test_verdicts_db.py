@@ -1,0 +1,104 @@
+"""Combined verdicts over stored results (embedded SQLite): compute, recompute, list with --explain."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from fakescan.cli import main
+from fakescan.db.engine import make_engine, make_sessionmaker
+from fakescan.db.migrate import ensure_schema
+from fakescan.db.models import Result, Verdict
+from fakescan.db.verdicts import record_batch_verdicts
+from fakescan.settings import load_settings
+from fakescan.verdicts import VerdictPolicy
+from tests.verdict_support import ARCHIVE, NO_METADATA, add_scan, result
+
+
+@pytest.fixture
+def sessions():
+    settings = load_settings()
+    engine = make_engine(settings)
+    ensure_schema(settings, engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def run(capsys, *argv: str) -> str:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def listed(capsys, *argv: str) -> dict[str, dict[str, Any]]:
+    rows = [json.loads(line) for line in run(capsys, "verdicts", "list", "--format", "jsonl", *argv).splitlines()]
+    return {row["uri"].rsplit("/", 1)[-1]: row for row in rows}
+
+
+def test_compute_then_list_follow_the_policy(sessions, capsys):
+    with sessions() as session:
+        scan_id, _ = add_scan(session, ARCHIVE)
+    out = run(capsys, "verdicts", "compute", "--scan", str(scan_id))
+    assert out.startswith(f"4 verdicts under policy {VerdictPolicy().version}")
+    rows = listed(capsys, "--explain")
+    assert {key: row["verdict"] for key, row in rows.items()} == {
+        "signed-ai.jpg": "fake", "photo.jpg": "real", "render.png": "fake", "broken.jpg": None}
+    assert rows["signed-ai.jpg"]["explanation"]["rule"] == "provenance"
+    assert rows["photo.jpg"]["explanation"]["skipped"][0]["reason"] == "no evidence: no provenance metadata"
+    assert rows["broken.jpg"]["explanation"]["rule"] == "no-evidence"
+    assert "explanation" not in listed(capsys)["photo.jpg"]
+    assert set(listed(capsys, "--verdict", "fake")) == {"signed-ai.jpg", "render.png"}
+    assert set(listed(capsys, "--verdict", "none")) == {"broken.jpg"}
+
+
+def test_explain_table_names_the_deciding_evidence(sessions, capsys):
+    with sessions() as session:
+        add_scan(session, ARCHIVE)
+    run(capsys, "verdicts", "compute")
+    out = run(capsys, "verdicts", "list", "--explain", "--format", "table")
+    block = out.split("signed-ai.jpg")[1].split("\n")[1]
+    assert "verified provenance: c2pa-ai" in block and "[valid]" in block
+    assert "default@d1: score 0.100, overruled by provenance" in out.split("signed-ai.jpg")[1]
+    assert "default@d1: score 0.930 x weight 1" in out
+
+
+def test_recompute_upserts_and_a_new_policy_keeps_its_own_rows(sessions, capsys, tmp_path):
+    with sessions() as session:
+        scan_id, ids = add_scan(session, ARCHIVE)
+    run(capsys, "verdicts", "compute", "--scan", str(scan_id))
+    run(capsys, "verdicts", "compute", "--scan", str(scan_id))
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Verdict)) == 4
+        session.execute(Result.__table__.update().where(Result.object_id == ids["render.png"],
+                                                        Result.detector == "default").values(score=0.2))
+        session.commit()
+    strict = tmp_path / "strict.json"
+    strict.write_text(json.dumps({"name": "strict", "high": 0.9}))
+    run(capsys, "verdicts", "compute", "--policy", str(strict))
+    assert listed(capsys, "--policy", str(strict))["render.png"]["verdict"] == "real"  # recalibrated input
+    assert listed(capsys)["render.png"]["verdict"] == "fake"  # the default policy's row is kept as it was
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Verdict)) == 8
+
+
+def test_worker_hook_uses_the_scans_detector_versions(sessions):
+    with sessions() as session:
+        scan_id, ids = add_scan(session, {"a.png": [result("default", "d1", 0.9), result("default", "d0", 0.1),
+                                                    result("provenance", "1.0.0", None, NO_METADATA)]})
+        counts = record_batch_verdicts(session, scan_id, [ids["a.png"]], VerdictPolicy())
+        session.commit()
+        row = session.scalars(select(Verdict)).one()
+    assert counts == {"fake": 1} and row.score == pytest.approx(0.9)
+    assert [item["version"] for item in row.explanation["contributions"]] == ["d1"]
+
+
+def test_policy_command_and_bad_policy(capsys, tmp_path):
+    shown = json.loads(run(capsys, "verdicts", "policy"))
+    assert shown["version"] == VerdictPolicy().version and shown["decisive_real"] == ["c2pa-capture-trusted"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hihg": 1}')
+    assert main(["verdicts", "policy", "--policy", str(bad)]) == 2
+    assert "unknown verdict policy keys" in capsys.readouterr().err
