@@ -96,15 +96,15 @@ for _info in (
 PROVENANCE = "provenance"
 
 
-def scan_detector_specs(requested: Sequence[str] | None, settings: "Settings", provenance: bool = True) -> list[str]:
+def scan_detector_specs(requested: Sequence[str] | None, settings: "Settings") -> list[str]:
     """The detector specs a scan runs: the requested ones (else the configured), provenance first.
 
     Provenance reads metadata, not pixels, so it costs little, and its verified claims decide
-    combined verdicts; a scan leaves it out only when asked to (``provenance=False``).
+    combined verdicts; a scan leaves it out only when told to (FAKESCAN_SCAN_PROVENANCE=false).
     """
     specs = list(requested) if requested else list(settings.detectors)
     others = [spec for spec in specs if spec != PROVENANCE]
-    return [PROVENANCE, *others] if provenance else others
+    return [PROVENANCE, *others] if settings.scan_provenance else others
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

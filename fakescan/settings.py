@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(64_000_000, gt=0)
     # provenance (metadata, no pixels) runs first in every scan unless a scan opts out
     detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["provenance", "default"])
+    scan_provenance: bool = Field(True, description="false: scans run only the detectors named, without provenance")
     c2pa_trust_anchors: Path | None = Field(None, description="PEM bundle of C2PA signers' root certificates")
     verdict_policy: Path | None = Field(None, description="JSON file overriding the combined-verdict policy")
     metrics_port: int | None = None

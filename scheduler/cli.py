@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scan = subparsers.add_parser("scan", help="list a source, skip finished work, enqueue the rest")
     scan.add_argument("source", metavar="SOURCE", help="s3://bucket/prefix, file:///folder or a folder")
     scan.add_argument("--detector", action="append", metavar="NAME",
-                      help="detector name, folder or s3:// prefix; repeatable (default: FAKESCAN_DETECTORS)")
+                      help="detector name, folder or s3:// prefix; repeatable (default: FAKESCAN_DETECTORS); "
+                           "provenance runs first unless FAKESCAN_SCAN_PROVENANCE=false")
     scan.add_argument("--batch-size", type=int, metavar="N", help="objects per task (default: FAKESCAN_BATCH_SIZE)")
     scan.add_argument("--since", metavar="WHEN",
                       help="only objects modified since: 2024-05-01, 2024-05-01T06:00Z, 36h, 7d")
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def scan_command(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.catalog import scan_detector_specs
     from fakescan.storage import open_store
     from scheduler.options import build_filter, resolve_detectors
     from scheduler.scan import ScanRequest, canonical_source
@@ -50,7 +52,7 @@ def scan_command(args: argparse.Namespace, settings: Settings) -> int:
     batch_size = settings.batch_size if args.batch_size is None else args.batch_size
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
-    detectors = resolve_detectors(args.detector or settings.detectors, settings)
+    detectors = resolve_detectors(scan_detector_specs(args.detector, settings), settings)
     store = open_store(args.source, settings)
     store.check()
     request = ScanRequest(canonical_source(store), detectors, filters, batch_size,

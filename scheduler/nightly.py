@@ -84,6 +84,7 @@ def nightly_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def find_cutoff(args: argparse.Namespace, settings: Settings) -> LastSuccess | None:
+    from fakescan.catalog import scan_detector_specs
     from fakescan.db.engine import make_engine, make_sessionmaker
     from fakescan.db.migrate import ensure_schema
     from fakescan.storage import open_store
@@ -91,7 +92,8 @@ def find_cutoff(args: argparse.Namespace, settings: Settings) -> LastSuccess | N
     from scheduler.scan import canonical_source
 
     source = canonical_source(open_store(args.source, settings))
-    detectors = [ref.as_json() for ref in resolve_detectors(args.detector or settings.detectors, settings)]
+    specs = scan_detector_specs(args.detector, settings)  # the same list the scan it starts will run
+    detectors = [ref.as_json() for ref in resolve_detectors(specs, settings)]
     filters = filter_as_json(build_filter(args.ext, args.glob, None, None, None))
     engine = make_engine(settings)
     try:

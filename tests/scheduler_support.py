@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from fakescan.db import scans
 from fakescan.db.engine import upsert
 from fakescan.db.models import Result, Scan, ScanItem, StoredObject, utcnow
+
+
+@pytest.fixture(autouse=True)
+def only_named_detectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autouse where imported: scans run just the stand-in detector, so row counts stay one per object.
+
+    Scans add the provenance detector first by default; tests/unit/test_provenance_scan.py covers that.
+    """
+    monkeypatch.setenv("FAKESCAN_SCAN_PROVENANCE", "false")
 
 
 def make_detector_folder(home: Path, name: str = "tiny", version: str = "t1") -> Path:
