@@ -46,6 +46,6 @@ ARCHIVE = {
     "signed-ai.jpg": [result("provenance", "1.0.0", 0.99, PROVENANCE_AI), result("default", "d1", 0.1)],
     "photo.jpg": [result("provenance", "1.0.0", None, NO_METADATA), result("default", "d1", 0.05)],
     "render.png": [result("provenance", "1.0.0", None, NO_METADATA), result("default", "d1", 0.93)],
-    "broken.jpg": [result("provenance", "1.0.0", None, None, "error", "provenance: malformed XMP"),
+    "broken.jpg": [result("provenance", "1.0.0", None, None, "error", "bad-metadata: malformed XMP"),
                    result("default", "d1", None, None, "error", "corrupt: truncated")],
 }

@@ -95,4 +95,4 @@ def test_signed_png(signer, untrusting):
 
 def test_malformed_manifest_is_an_error_for_this_detector_only(untrusting, ai_jpeg):
     prediction = inspect(untrusting, files.corrupt_manifest(ai_jpeg))
-    assert prediction.score is None and prediction.error.startswith("provenance: C2PA manifest cannot be read")
+    assert prediction.score is None and prediction.error.startswith("bad-metadata: C2PA manifest cannot be read")

@@ -151,7 +151,7 @@ HOSTILE = {
         lambda: files.png_with_raw_chunk(b"eXIf", files.exif_tags({0x0131: "A" * 100_000}).tobytes()),
         "characters long"),
     "deeply nested JSON": (lambda: files.png_with_text({"prompt": "[" * 100_000 + "]" * 100_000}), "deep JSON"),
-    "not an image": (lambda: b"%PDF-1.4 definitely not a picture", "not a recognised image format"),
+    "not an image": (lambda: b"%PDF-1.4 definitely not a picture", "not-an-image: no image format"),
 }
 
 
@@ -160,7 +160,7 @@ def test_hostile_metadata_is_this_detectors_error(detector, name):
     build, reason = HOSTILE[name]
     prediction = inspect(detector, build())
     assert prediction.score is None and prediction.error is not None
-    assert reason in prediction.error and prediction.error.startswith("provenance:")
+    assert reason in prediction.error and prediction.error.startswith(("bad-metadata: ", "not-an-image: "))
 
 
 def test_one_hostile_file_does_not_spoil_the_batch(detector):

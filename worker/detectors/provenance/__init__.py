@@ -58,7 +58,7 @@ class ProvenanceDetector(Detector):
             meta = read_metadata(data)
             signals, c2pa_record = self._signals(data, meta)
         except HostileMetadata as error:
-            return Prediction(None, error=f"provenance: {error}")
+            return Prediction(None, error=str(error))
         judgement = judge(signals)
         evidence: dict[str, Any] = {
             "format": meta.format,

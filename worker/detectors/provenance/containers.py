@@ -27,7 +27,14 @@ JPEG_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
 
 
 class HostileMetadata(ValueError):
-    """Metadata that is oversized, malformed or structurally impossible: bad input, not evidence."""
+    """Metadata that is oversized, malformed or structurally impossible: bad input, not evidence.
+
+    The message starts with a kind, like the pipeline's other bad-input reasons ("corrupt: ...").
+    """
+
+    def __init__(self, detail: str, kind: str = "bad-metadata") -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
 
 
 @dataclass
@@ -214,7 +221,7 @@ def _read_other(data: bytes) -> RawMetadata:
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise HostileMetadata("not a recognised image format") from None
+        raise HostileMetadata("no image format recognises these bytes", kind="not-an-image") from None
     except Exception as error:
         raise HostileMetadata(f"unreadable image header: {type(error).__name__}: {error}") from None
     with image:
