@@ -7,6 +7,7 @@ not loaded here: each process that runs batches builds them on its first batch.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import signals
@@ -14,6 +15,7 @@ from celery import signals
 from fakescan.logs import configure_logging
 from fakescan.queue import make_celery_app
 from fakescan.settings import Settings, load_settings
+from worker import metrics
 
 log = logging.getLogger(__name__)
 POOLS = ("prefork", "solo", "threads")
@@ -31,6 +33,7 @@ def worker_app(settings: Settings) -> Any:
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
         "unacked_restore_throttle": 1,
     }
+    metrics.install(settings)  # FAKESCAN_METRICS_PORT: the endpoint starts with the worker
     return app
 
 
@@ -63,6 +66,21 @@ def _no_prefork_on_cuda(sender: Any = None, **_: Any) -> None:
     if "prefork" in str(getattr(pool, "__module__", pool)) and load_settings().resolved_device().startswith("cuda"):
         log.warning("FAKESCAN_DEVICE resolves to CUDA, which does not survive fork: using the solo pool")
         sender.pool_cls = "solo"
+
+
+@signals.worker_init.connect
+def _warm_imports(**_: Any) -> None:
+    """Import torch and transformers before consuming (models still load after fork, per process).
+
+    Importing them takes seconds; done on the first batch, that time would count against the
+    visibility timeout, and prefork children would each pay it instead of sharing the pages.
+    Importing starts no threads and touches no GPU, so forking afterwards is safe.
+    """
+    started = time.perf_counter()
+    import torch  # noqa: F401
+    from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: F401
+
+    log.info("imported torch and transformers in %.1fs", time.perf_counter() - started)
 
 
 @signals.celeryd_init.connect
