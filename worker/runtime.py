@@ -49,3 +49,12 @@ def process_runtime() -> WorkerRuntime:
         if _runtime is None or _runtime.pid != os.getpid():
             _runtime = WorkerRuntime.build(load_settings())
         return _runtime
+
+
+def forget_process_runtime() -> None:
+    """Drop this process's runtime (tests that change the environment between batches)."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.close()
+        _runtime = None
