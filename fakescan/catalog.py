@@ -104,7 +104,9 @@ def scan_detector_specs(requested: Sequence[str] | None, settings: "Settings") -
     """
     specs = list(requested) if requested else list(settings.detectors)
     others = [spec for spec in specs if spec != PROVENANCE]
-    return [PROVENANCE, *others] if settings.scan_provenance else others
+    if settings.scan_provenance:
+        return [PROVENANCE, *others]
+    return specs if requested else others  # opting out never drops a detector asked for by name
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
