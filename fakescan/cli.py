@@ -19,7 +19,8 @@ from fakescan.errors import FakescanError, UsageError
 COMMAND_MODULES = (
     "scheduler.cli",  # scan, status
     "fakescan.query_cli",  # results, detectors, db
-    "worker.cli",  # worker, fit-ensemble
+    "worker.cli",  # worker
+    "worker.ensemble_cli",  # fit-ensemble
     "worker.training.cli",  # train, evaluate, calibrate, explain
     "fakescan.ops_cli",  # nightly, exporter, worker-ping
     "fakescan.verdicts_cli",  # verdicts compute/list/policy

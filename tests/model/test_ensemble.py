@@ -1,0 +1,175 @@
+"""The one-class ensemble on generated images: every member, the vote, saving and refusing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from fakescan.catalog import DuplicateName, UnknownDetector, ref_from_folder
+from fakescan.errors import DetectorError
+from fakescan.settings import load_settings
+from tests.model.ensemble_images import planted_anomalies, smooth_scenes
+from worker.detectors import load_detector
+from worker.detectors.ensemble import member_names, parse_members
+from worker.detectors.ensemble.detector import MEMBERS_DIR, OneClassEnsemble
+from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble
+from worker.detectors.ensemble.members import Member, register_member
+
+pytestmark = pytest.mark.model
+
+QUICK_EPOCHS = {name: {"epochs": 4} for name in ("frequency-vae", "edge-flow", "deep-svdd")}
+
+
+@pytest.fixture(scope="module")
+def fitted() -> OneClassEnsemble:
+    members = member_names()
+    options = FitOptions(members=members, weights={name: 1.0 for name in members}, progress=False,
+                         member_config=QUICK_EPOCHS)
+    detector, _ = fit_ensemble(smooth_scenes(200, seed=0), options)
+    return detector
+
+
+@pytest.fixture(scope="module")
+def probe() -> tuple[np.ndarray, np.ndarray]:
+    """Held-out normal images followed by planted anomalies, and their labels (1 = anomaly)."""
+    images = np.concatenate([smooth_scenes(40, seed=1), planted_anomalies(40, seed=2)])
+    return images, np.r_[np.zeros(40), np.ones(40)]
+
+
+@pytest.fixture(scope="module")
+def saved(fitted: OneClassEnsemble, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ensemble")
+    fitted.save(folder)
+    return folder
+
+
+def test_nine_members_in_model_card_order() -> None:
+    assert member_names() == ["frequency-vae", "edge-flow", "deep-svdd", "texture-ocsvm", "isolation-forest",
+                              "patch-lof", "colour-gmm", "colour-mahalanobis", "edge-colour-stats"]
+
+
+@pytest.mark.parametrize("name", member_names())
+def test_member_scores_planted_anomalies_above_held_out_normals(fitted: OneClassEnsemble, probe, name: str) -> None:
+    images, labels = probe
+    from worker.detectors.ensemble.features import FeatureBank
+
+    raw = fitted.members[name].score(FeatureBank(images))
+    assert raw.shape == (len(images),)
+    assert roc_auc_score(labels, raw) > 0.9
+    assert np.median(raw[labels == 1]) > np.quantile(raw[labels == 0], 0.9)
+
+
+def test_ensemble_flags_anomalies_and_passes_normals(fitted: OneClassEnsemble, probe) -> None:
+    images, labels = probe
+    scores, parts = fitted.score_array(images)
+    assert set(parts) == set(member_names())
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert roc_auc_score(labels, scores) > 0.95
+    assert (scores[labels == 1] >= 0.5).mean() > 0.9
+    assert (scores[labels == 0] >= 0.5).mean() < 0.25  # threshold at the 95th percentile of held-out normals
+
+
+def test_predict_reports_each_member(fitted: OneClassEnsemble, probe) -> None:
+    images, _ = probe
+    predictions = fitted.predict([Image.fromarray(images[0]), Image.fromarray(images[-1]).resize((64, 48))])
+    assert [p.error for p in predictions] == [None, None]
+    assert predictions[1].score > predictions[0].score
+    assert set(predictions[1].parts) == set(member_names())
+    assert all(0 <= value <= 1 for value in predictions[1].parts.values())
+
+
+def test_saved_ensemble_reloads_with_identical_scores(fitted: OneClassEnsemble, saved: Path, probe) -> None:
+    images, _ = probe
+    ref = ref_from_folder(saved)
+    assert ref.family == "one-class-ensemble" and ref.version == fitted.version and ref.version.startswith("oce-")
+    manifest = ref.manifest
+    assert [entry["name"] for entry in manifest["ensemble"]["members"]] == member_names()
+    assert sorted(p.name for p in (saved / MEMBERS_DIR).iterdir()) == sorted(
+        name for entry in manifest["ensemble"]["members"] for name in entry["files"])
+    reloaded = load_detector(ref, load_settings())
+    before, before_parts = fitted.score_array(images)
+    after, after_parts = reloaded.score_array(images)
+    np.testing.assert_array_equal(before, after)
+    for name in before_parts:
+        np.testing.assert_array_equal(before_parts[name], after_parts[name])
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(saved, tmp_path / "copy"))
+
+
+def test_tampered_skops_file_is_refused(saved: Path, tmp_path: Path) -> None:
+    import os
+
+    import skops.io as sio
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    folder = _copy(saved, tmp_path)
+    sio.dump(make_pipeline(FunctionTransformer(os.system)), folder / MEMBERS_DIR / "texture-ocsvm.skops")
+    with pytest.raises(DetectorError, match=r"refusing texture-ocsvm\.skops.*system"):
+        load_detector(ref_from_folder(folder), load_settings())
+
+
+def test_pickle_in_place_of_skops_is_refused(saved: Path, tmp_path: Path) -> None:
+    folder = _copy(saved, tmp_path)
+    (folder / MEMBERS_DIR / "patch-lof.skops").write_bytes(pickle.dumps({"not": "a model"}))
+    with pytest.raises(DetectorError, match=r"patch-lof\.skops: not a readable skops file"):
+        load_detector(ref_from_folder(folder), load_settings())
+
+
+def test_unknown_member_names_the_valid_ones() -> None:
+    with pytest.raises(UnknownDetector, match="unknown ensemble member 'svm'; valid: frequency-vae, edge-flow"):
+        parse_members("deep-svdd,svm")
+    assert parse_members(" deep-svdd , patch-lof ") == ["deep-svdd", "patch-lof"]
+    assert parse_members(None) == member_names()
+
+
+def test_duplicate_member_registration_raises() -> None:
+    with pytest.raises(DuplicateName, match="'deep-svdd' is already registered"):
+        register_member("deep-svdd")(type("Again", (Member,), {}))
+
+
+def _write_dataset(root: Path) -> None:
+    """CIFAKE-like layout: REAL/ holds smooth scenes, FAKE/ holds anomalies the fit must not see."""
+    for folder, images in (("REAL", smooth_scenes(60, seed=3)), ("FAKE", planted_anomalies(20, seed=4))):
+        (root / folder).mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(root / folder / f"{i}.png")
+    (root / "REAL" / "broken.png").write_bytes(b"not an image")
+
+
+def test_fit_ensemble_command_uses_only_real_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from fakescan.cli import main
+
+    _write_dataset(tmp_path / "data")
+    out = tmp_path / "detector"
+    code = main(["fit-ensemble", str(tmp_path / "data"), "--out", str(out), "--members",
+                 "colour-mahalanobis,patch-lof", "--weights", "patch-lof=2", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "fakescan.json").read_text())
+    training = manifest["training"]
+    assert (training["n_images"], training["n_skipped"]) == (60, 1)
+    assert training["n_fit"] + training["n_scale"] + training["n_threshold"] == 60
+    assert training["fingerprint"].startswith("sha256:") and training["peak_memory_mb"] > 0
+    assert {e["name"]: e["weight"] for e in manifest["ensemble"]["members"]} == {"colour-mahalanobis": 1.0,
+                                                                                "patch-lof": 2.0}
+    assert json.loads(capsys.readouterr().out)["version"] == manifest["version"]
+
+
+def test_fit_ensemble_command_names_valid_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fakescan.cli import main
+
+    code = main(["fit-ensemble", str(tmp_path), "--out", str(tmp_path / "out"), "--members", "svm"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "valid: frequency-vae, edge-flow, deep-svdd" in err

@@ -1,0 +1,86 @@
+"""The fitted one-class ensemble as a fakescan detector (family ``one-class-ensemble``).
+
+Folder layout::
+
+    fakescan.json                 manifest: members, weights, score scales, threshold, training record
+    members/<member>.safetensors  torch members
+    members/<member>.skops        scikit-learn members (loaded with an explicit trusted-type list)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from fakescan.errors import DetectorError
+from worker.detectors import register_family
+from worker.detectors.base import Detector, Prediction
+from worker.detectors.ensemble.calibration import ScoreScale, to_detector_score, weighted_vote
+from worker.detectors.ensemble.features import FeatureBank, to_array
+from worker.detectors.ensemble.members import Member, member_class
+
+MEMBERS_DIR = "members"
+
+
+@register_family("one-class-ensemble")
+class OneClassEnsemble(Detector):
+    """Nine (or fewer) anomaly detectors fitted on real images only, combined by a weighted vote."""
+
+    def __init__(self, name: str, version: str, manifest: dict[str, Any], members: dict[str, Member]) -> None:
+        super().__init__(name, version, manifest)
+        self.members = members
+        section = manifest["ensemble"]
+        self.size = int(section["size"])
+        self.weights = {entry["name"]: float(entry["weight"]) for entry in section["members"]}
+        self.scales = {entry["name"]: ScoreScale.from_json(entry["scale"]) for entry in section["members"]}
+        self.vote_threshold = float(section["vote_threshold"])
+
+    def member_scores(self, bank: FeatureBank) -> dict[str, np.ndarray]:
+        """Each member's normalised score in [0, 1]: the share of held-out real images it ranks below."""
+        return {name: self.scales[name](member.score(bank)) for name, member in self.members.items()}
+
+    def score_array(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Detector scores (0.5 = the fitted threshold) and per-member normalised scores of a uint8 batch."""
+        parts = self.member_scores(FeatureBank(images))
+        return to_detector_score(weighted_vote(parts, self.weights), self.vote_threshold), parts
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        if not images:
+            return []
+        scores, parts = self.score_array(to_array(images, self.size))
+        return [Prediction(float(scores[i]), {name: round(float(values[i]), 6) for name, values in parts.items()})
+                for i in range(len(images))]
+
+    @classmethod
+    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "OneClassEnsemble":
+        if folder is None or "ensemble" not in manifest:
+            raise DetectorError("a one-class-ensemble detector needs its folder and an 'ensemble' manifest section "
+                                "(fit one with `fakescan fit-ensemble`)")
+        members = {}
+        for entry in manifest["ensemble"]["members"]:
+            members[entry["name"]] = member_class(entry["name"]).load(folder / MEMBERS_DIR, entry["config"], device)
+        return cls(manifest["name"], str(manifest["version"]), manifest, members)
+
+    def save(self, folder: Path) -> None:
+        """Write the members, then the manifest with a version hashed from everything fitted."""
+        target = folder / MEMBERS_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in self.manifest["ensemble"]["members"]:
+            entry["files"] = self.members[entry["name"]].save(target)
+        self.version = self.manifest["version"] = fitted_state_hash(folder, self.manifest["ensemble"])
+        self.write_manifest(folder)
+
+
+def fitted_state_hash(folder: Path, section: dict[str, Any]) -> str:
+    """The version: a hash of the member files and of the scales, weights and threshold."""
+    digest = hashlib.sha256(json.dumps(section, sort_keys=True).encode())
+    for entry in section["members"]:
+        for name in entry["files"]:
+            digest.update(name.encode())
+            digest.update(hashlib.sha256((folder / MEMBERS_DIR / name).read_bytes()).digest())
+    return f"oce-{digest.hexdigest()[:12]}"

@@ -1,0 +1,66 @@
+"""``fakescan fit-ensemble``: fit the one-class ensemble on real images and write a detector folder.
+
+numpy, torch and scikit-learn are imported inside the handler, so registering the command costs
+nothing for ``fakescan status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from fakescan.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit-ensemble", help="fit the nine-member one-class ensemble on real images only",
+        description="Fit the one-class ensemble on real images (a folder, a .zip or an s3:// prefix) and write "
+                    "a detector folder usable with `fakescan scan --detector DIR`.")
+    parser.add_argument("data", metavar="REAL_DATA", help="folder, .zip or s3:// prefix of real images")
+    parser.add_argument("--out", required=True, type=Path, help="detector folder to write")
+    parser.add_argument("--class-dir", default=None,
+                        help="use only images under a folder of this name (default: a 'real' folder if any)")
+    parser.add_argument("--holdout", type=float, default=0.2, help="share of images held out for calibration")
+    parser.add_argument("--members", default=None, help="comma-separated members (default: all nine)")
+    parser.add_argument("--weights", default=None, help="vote weights, e.g. deep-svdd=2,colour-gmm=0.5")
+    parser.add_argument("--limit", type=int, default=None, help="use at most N images (a seeded random subset)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--percentile", type=float, default=95.0,
+                        help="threshold = this percentile of held-out real scores (default 95)")
+    parser.add_argument("--size", type=int, default=32, help="working size in pixels (multiple of 16, >= 32)")
+    parser.add_argument("--name", default="one-class-ensemble", help="detector name in the manifest")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run_fit_ensemble)
+
+
+def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.errors import UsageError
+    from worker.detectors.ensemble import parse_members
+    from worker.detectors.ensemble.calibration import parse_weights
+    from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble, peak_memory_mb
+    from worker.detectors.ensemble.realset import load_array, open_real_images
+
+    if args.limit is not None and args.limit <= 0:
+        raise UsageError("--limit must be positive")
+    members = parse_members(args.members)
+    options = FitOptions(members=members, weights=parse_weights(args.weights, members), holdout=args.holdout,
+                         percentile=args.percentile, size=args.size, seed=args.seed,
+                         device=settings.resolved_device(), progress=not args.no_progress, name=args.name)
+    started = time.perf_counter()
+    images = open_real_images(args.data, settings, args.class_dir).limited(args.limit, args.seed)
+    array, skipped = load_array(images, args.size, settings, options.progress)
+    detector, report = fit_ensemble(array, options)
+    detector.manifest["training"] = {
+        "data": args.data, "class_dir": args.class_dir, "fingerprint": images.fingerprint(),
+        "n_images": int(len(array)), "n_skipped": len(skipped), "n_fit": report.n_fit,
+        "n_scale": report.n_scale, "n_threshold": report.n_threshold, "seed": args.seed,
+        "fit_seconds": round(time.perf_counter() - started, 1), "member_seconds": report.member_seconds,
+        "peak_memory_mb": peak_memory_mb(), "device": options.device,
+    }
+    detector.save(args.out)
+    print(json.dumps({"folder": str(args.out), "version": detector.version,
+                      "vote_threshold": round(detector.vote_threshold, 4), **detector.manifest["training"]}))
+    return 0
