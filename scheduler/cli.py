@@ -124,11 +124,11 @@ def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Setting
     with sessions() as session:
         outcomes = scan_outcomes(session, scan_id)
     statuses = {status: 0 for status in ("ok", "error")}
-    verdicts = {verdict: 0 for verdict in ("fake", "real", "uncertain")}
+    verdicts = {verdict: 0 for verdict in ("fake", "real", "uncertain", "none")}
     for (status, verdict), count in outcomes.items():
         statuses[status] = statuses.get(status, 0) + count
-        if verdict is not None:
-            verdicts[verdict] = verdicts.get(verdict, 0) + count
+        if status == "ok":  # "none": judged, but the detector found no evidence either way (provenance)
+            verdicts[verdict or "none"] = verdicts.get(verdict or "none", 0) + count
     print(f"listed {progress.listed}  enqueued {progress.enqueued}  skipped {progress.skipped}")
     print(f"done {progress.done}  failed {progress.failed}  state {progress.state}")
     print("results " + "  ".join(f"{name} {count}" for name, count in statuses.items()))

@@ -144,3 +144,23 @@ def test_missing_bucket_is_a_source_error(s3_service, monkeypatch, capsys):
     assert main(["scan", "s3://no-such-bucket/x", "--detector", "tiny"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-bucket" in err[0]
+
+
+def test_real_in_process_worker_then_rerun_skips(s3, s3_bucket, capsys):
+    """No stand-in: the embedded worker (provenance detector) fetches from S3 and writes to PostgreSQL."""
+    source = f"s3://{s3_bucket}/photos"
+    assert main(["scan", source, "--detector", "provenance", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert f"listed {FIRST_GROUP}  enqueued {FIRST_GROUP}  skipped 0" in out
+    assert f"done {FIRST_GROUP}  failed 0  state finished" in out
+    assert f"results ok {FIRST_GROUP}  error 0" in out
+
+    assert main(["scan", source, "--detector", "provenance"]) == 0
+    assert f"listed {FIRST_GROUP}  enqueued 0  skipped {FIRST_GROUP}" in capsys.readouterr().out
+
+    s3.put_object(Bucket=s3_bucket, Key="photos/img07.png", Body=b"not an image any more")
+    assert main(["scan", source, "--detector", "provenance"]) == 0
+    out = capsys.readouterr().out
+    assert "enqueued 1  skipped 19" in out
+    changed = results(capsys, "--prefix", f"{source}/img07.png")
+    assert [(r["status"], r["detector"]) for r in changed] == [("error", "provenance")]
