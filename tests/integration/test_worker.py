@@ -6,7 +6,7 @@
 - a worker SIGKILLed (its whole process group) in the middle of a batch: the batch is redelivered
   after the visibility timeout and the survivor finishes it; nothing lost, nothing duplicated.
 
-The workers run ``fakescan worker`` with the test-only families registered (tests.worker_families),
+The workers (one prefork, one threads pool) run ``fakescan worker`` with the test-only families registered (tests.worker_families),
 so the kill test can use a deliberately slow detector. They are shared by the module's tests.
 """
 
@@ -76,12 +76,12 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout)
 
 
-def start_worker(name: str, env: dict[str, str], folder: Path) -> Worker:
+def start_worker(name: str, env: dict[str, str], folder: Path, *options: str) -> Worker:
     log = folder / f"{name}.log"
     handle = log.open("w")
-    process = subprocess.Popen([sys.executable, "-c", WRAPPER, "worker", "--concurrency", "1",
-                                "--hostname", f"{name}@%h"], cwd=PROJECT, env=env, stdout=handle,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", WRAPPER, "worker", "--hostname", f"{name}@%h", *options],
+                               cwd=PROJECT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     handle.close()
     return Worker(name, process, log)
 
@@ -98,7 +98,9 @@ def stack(redis_service, postgres_service, s3_service, tmp_path_factory) -> Iter
                FAKESCAN_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), FAKESCAN_HOME=str(folder / "home"),
                FAKESCAN_LOG_LEVEL="INFO", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     migrate.upgrade(load_settings(database_url=database))
-    workers = [start_worker(name, env, folder) for name in ("alpha", "beta")]
+    # one prefork worker (a pool child per batch) and one threads worker running two batches at once
+    workers = [start_worker("alpha", env, folder, "--pool", "prefork", "--concurrency", "1"),
+               start_worker("beta", env, folder, "--pool", "threads", "--concurrency", "2")]
     engine = create_engine(database)
     try:
         yield Stack(env, engine, bucket, workers, folder)
