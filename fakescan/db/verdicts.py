@@ -17,7 +17,8 @@ from fakescan.db import scans
 from fakescan.db.engine import upsert
 from fakescan.db.models import Result, Scan, ScanItem, StoredObject, Verdict, utcnow
 from fakescan.db.queries import same_detectors
-from fakescan.verdicts import StoredResult, VerdictPolicy, combine
+from fakescan.settings import Settings
+from fakescan.verdicts import StoredResult, VerdictPolicy, combine, load_policy
 
 VERDICT_KEY = ("object_id", "policy_version")
 VERDICT_UPDATED = ("verdict", "score", "explanation", "decided_at")
@@ -44,12 +45,12 @@ def record_verdicts(session: Session, object_ids: Sequence[int], policy: Verdict
 
 
 def record_batch_verdicts(session: Session, scan_id: int, object_ids: Sequence[int],
-                          policy: VerdictPolicy) -> Counter[str | None]:
-    """The worker's hook: verdicts of a batch just written, from the scan's detector versions."""
+                          settings: Settings) -> Counter[str | None]:
+    """The worker's hook, in the batch's write transaction: verdicts from the scan's detector versions."""
     detectors = session.scalar(select(Scan.detectors).where(Scan.id == scan_id))
     if detectors is None or not object_ids:
         return Counter()
-    return record_verdicts(session, object_ids, policy, detectors)
+    return record_verdicts(session, object_ids, load_policy(settings.verdict_policy), detectors)
 
 
 def recompute(session_factory: Callable[[], Session], policy: VerdictPolicy,

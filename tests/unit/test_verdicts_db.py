@@ -84,14 +84,17 @@ def test_recompute_upserts_and_a_new_policy_keeps_its_own_rows(sessions, capsys,
         assert session.scalar(select(func.count()).select_from(Verdict)) == 8
 
 
-def test_worker_hook_uses_the_scans_detector_versions(sessions):
+def test_worker_hook_uses_the_scans_detector_versions_and_the_configured_policy(sessions, tmp_path, monkeypatch):
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"name": "site"}')
+    monkeypatch.setenv("FAKESCAN_VERDICT_POLICY", str(policy))
     with sessions() as session:
         scan_id, ids = add_scan(session, {"a.png": [result("default", "d1", 0.9), result("default", "d0", 0.1),
                                                     result("provenance", "1.0.0", None, NO_METADATA)]})
-        counts = record_batch_verdicts(session, scan_id, [ids["a.png"]], VerdictPolicy())
+        counts = record_batch_verdicts(session, scan_id, [ids["a.png"]], load_settings())
         session.commit()
         row = session.scalars(select(Verdict)).one()
-    assert counts == {"fake": 1} and row.score == pytest.approx(0.9)
+    assert counts == {"fake": 1} and row.score == pytest.approx(0.9) and row.policy_version.startswith("site-")
     assert [item["version"] for item in row.explanation["contributions"]] == ["d1"]
 
 
