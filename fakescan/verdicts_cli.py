@@ -118,7 +118,7 @@ def explain_lines(explanation: dict[str, Any]) -> list[str]:
     """The explanation JSON as short human lines: the deciding rule, then what counted and what did not."""
     lines = [str(explanation.get("summary", ""))]
     for item in explanation.get("contributions") or []:
-        finding = f" [{item['finding']}: {item.get('summary')}]" if item.get("finding") else ""
+        finding = f" [{item.get('summary') or item['finding']}]" if item.get("finding") else ""
         lines.append(f"{item['detector']}@{item['version']}: score {item['score']:.3f} x weight {item['weight']:g}"
                      + finding)
     for item in explanation.get("overruled") or []:
