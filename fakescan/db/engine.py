@@ -52,10 +52,12 @@ def upsert(
     if not rows:
         return
     insert = _DIALECT_INSERT[session.get_bind().dialect.name]
-    statement = insert(table).values(list(rows))
+    statement = insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={column: statement.excluded[column] for column in update},
         where=only_if(statement.excluded) if only_if else None,
     )
-    session.execute(statement)
+    # executemany, not .values(rows): one cached statement, batched into multi-row VALUES by the
+    # driver layer; compiling a fresh 500-row VALUES statement per call took ~0.6 s
+    session.execute(statement, list(rows))
