@@ -1,0 +1,197 @@
+"""Shared machinery of the trainable PyTorch families: tensors in, P(fake) out, safetensors on disk.
+
+A family subclasses :class:`TorchClassifier`, says how to build its ``nn.Module`` from the options
+stored in the manifest and what preprocessing it wants; loading, batched prediction, saving and
+Grad-CAM explanations live here once. Modules take a normalised float batch (N, 3, H, W) and
+return logits: (N, 2) for a softmax head (class 1 = fake) or (N, 1) for a sigmoid head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fakescan.errors import DetectorError
+from worker.detectors.base import Detector, Prediction, Preprocessing
+from worker.training.config import Stage, TrainConfig
+
+WEIGHTS = "model.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+
+
+def resized_array(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    """The RGB image at the network's size as a uint8 (H, W, 3) array; training and inference share it."""
+    height, width = preprocessing.size
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), _RESAMPLE[preprocessing.resample])
+    return np.asarray(image, dtype=np.uint8)
+
+
+def normalise(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 (N, H, W, 3) → float (N, 3, H, W) scaled to [0, 1] then standardised."""
+    mean = torch.tensor(preprocessing.mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std, device=batch.device).view(1, 3, 1, 1)
+    return (batch.permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+
+
+def fake_probability(logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=-1)[:, 1]
+
+
+def weights_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TorchClassifier(Detector):
+    """A trainable detector family; see :mod:`worker.training.config` for the trainer protocol."""
+
+    threshold_objective: ClassVar[str] = "fixed"  # "macro-f1": training picks the threshold on validation
+    predict_batch_size: ClassVar[int] = 64
+
+    def __init__(self, name: str, version: str, manifest: dict[str, Any], module: nn.Module,
+                 device: str = "cpu", precision: str = "fp32") -> None:
+        super().__init__(name, version, manifest)
+        self.options = dict(manifest.get("options") or {})
+        self.preprocessing = Preprocessing.from_json(manifest["preprocessing"])
+        self.device, self.precision = device, precision
+        self.module = module.to(device).eval()
+
+    # ---- what a family provides -------------------------------------------------------------
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def build_module(cls, options: dict[str, Any]) -> nn.Module:
+        """The untrained network for these (complete) options."""
+
+    @classmethod
+    @abstractmethod
+    def preprocessing_for(cls, options: dict[str, Any]) -> Preprocessing:
+        """Input size and normalisation for these options."""
+
+    @classmethod
+    def training_stages(cls, module: nn.Module, config: TrainConfig) -> list[Stage]:
+        return [Stage("all", config.epochs)]
+
+    @classmethod
+    def parameter_groups(cls, module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+        """Weight decay on weights, none on biases and normalisation parameters."""
+        decay, plain = [], []
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                (decay if parameter.ndim > 1 else plain).append(parameter)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+    @classmethod
+    def load_backbone(cls, module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+        """Copy user-supplied backbone weights in; returns the names that were loaded."""
+        raise DetectorError(f"family {cls.family!r} takes no backbone weights")
+
+    def explanation_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image heat maps (N, h, w) in [0, 1] by name; default none."""
+        return {}
+
+    # ---- options, loading, saving -----------------------------------------------------------
+    @classmethod
+    def complete_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
+        known = cls.default_options()
+        unknown = sorted(set(options or {}) - set(known))
+        if unknown:
+            raise DetectorError(f"family {cls.family!r} has no option {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known)) or 'none'}")
+        return {**known, **(options or {})}
+
+    @classmethod
+    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "TorchClassifier":
+        if folder is None:
+            raise DetectorError(f"family {cls.family!r} needs a detector folder with {WEIGHTS}")
+        module = cls.build_module(cls.complete_options(manifest.get("options")))
+        module.load_state_dict(read_weights(folder / WEIGHTS))
+        return cls(manifest.get("name", folder.name), str(manifest.get("version", "")), manifest, module,
+                   device, precision)
+
+    def save(self, folder: Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {key: value.detach().cpu().contiguous() for key, value in self.module.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS), metadata={"family": self.family})
+        self.write_manifest(folder)
+        return folder / WEIGHTS
+
+    # ---- inference --------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.startswith("cuda") and self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def batches(self, images: Sequence[Image.Image]) -> Iterator[torch.Tensor]:
+        for start in range(0, len(images), self.predict_batch_size):
+            chunk = images[start:start + self.predict_batch_size]
+            arrays = np.stack([resized_array(image, self.preprocessing) for image in chunk])
+            yield normalise(torch.from_numpy(arrays).to(self.device), self.preprocessing)
+
+    @torch.inference_mode()
+    def scores(self, images: Sequence[Image.Image]) -> list[float]:
+        found: list[float] = []
+        for batch in self.batches(images):
+            with self._autocast():
+                found += fake_probability(self.module(batch)).cpu().tolist()
+        return found
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        return [Prediction(score) for score in self.scores(images)]
+
+    def explain(self, image: Image.Image) -> dict[str, Image.Image]:
+        from worker.detectors.overlays import heatmap_overlay
+
+        batch = next(self.batches([image]))
+        return {name: heatmap_overlay(image, maps[0].cpu().numpy())
+                for name, maps in self.explanation_maps(batch).items()}
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict; pickled checkpoints are refused, never unpickled."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        pickles = sorted(p.name for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        hint = f" (found {', '.join(pickles)}: pickled checkpoints are refused)" if pickles else ""
+        raise DetectorError(f"no {path.name} in {path.parent}{hint}")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own SafetensorError on a bad header
+        raise DetectorError(f"{path} is not a valid safetensors file: {error}") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """User-supplied weights: safetensors, or a torchvision ``.pth`` read with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        return read_weights(path)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # the restricted unpickler refuses anything but tensors and containers
+        raise DetectorError(f"refusing {path}: not a plain tensor checkpoint ({str(error).splitlines()[0]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DetectorError(f"{path} does not hold a state dict of tensors")
+    return state

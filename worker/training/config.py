@@ -1,0 +1,46 @@
+"""What ``fakescan train`` asks of a family, and what a family tells the trainer back.
+
+The trainer protocol, kept small on purpose: a trainable family subclasses
+:class:`worker.detectors.torch_classifier.TorchClassifier` and provides ``build_module(options)``
+and ``preprocessing_for(options)``; it may override ``training_stages`` (staged fine-tuning: which
+parameters train, for how many epochs, at what learning rate), ``parameter_groups`` (per-layer
+weight decay) and ``load_backbone`` (start from user-supplied weights). The trainer does the rest:
+data, augmentation, loss, optimiser, schedule, validation, threshold, save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    seed: int = 0
+    val_fraction: float = 0.1
+    augment: bool = True  # random horizontal flip + small translation
+    class_weights: bool = False  # weight the loss by inverse class frequency
+    options: dict[str, Any] = field(default_factory=dict)  # family architecture options
+    backbone_weights: str | None = None  # local path or s3:// URI: safetensors or torchvision .pth
+    limit: int | None = None  # use at most this many training items (balanced), for pilots
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A slice of the training run. ``parameters`` picks what trains (None: everything)."""
+
+    name: str
+    epochs: int
+    parameters: Callable[["nn.Module"], Iterable["nn.Parameter"]] | None = None
+    lr: float | None = None  # peak learning rate for this stage; None: TrainConfig.lr

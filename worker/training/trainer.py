@@ -1,0 +1,264 @@
+"""``fakescan train``: fit a trainable family on a labelled set and write a detector folder.
+
+Deterministic for a seed on one device: seeded weights, seeded shuffling and augmentation,
+deterministic kernels where torch has them, a hash-chosen validation split. After every epoch the
+folder is rewritten (weights, then manifest), so a run stopped late still leaves a usable detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fakescan.catalog import MANIFEST
+from fakescan.errors import UsageError
+from fakescan.settings import Settings
+from worker.detectors.torch_classifier import (WEIGHTS, TorchClassifier, fake_probability, normalise,
+                                               read_state_dict, weights_digest)
+from worker.training.config import Stage, TrainConfig
+from worker.training.data import LABELS, open_labelled
+from worker.training.images import ImageBank, load_bank, validation_mask
+from worker.training.metrics import classification_metrics, threshold_for_macro_f1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything one training run carries between epochs."""
+
+    cls: type[TorchClassifier]
+    module: nn.Module
+    config: TrainConfig
+    train: ImageBank
+    validation: ImageBank | None
+    generator: torch.Generator
+    manifest: dict[str, Any]
+    out: Path
+    progress: bool
+
+
+def trainable_class(family: str) -> type[TorchClassifier]:
+    from fakescan.catalog import families
+    from worker.detectors import detector_class
+
+    cls = detector_class(family)
+    if not issubclass(cls, TorchClassifier):
+        trainable = [name for name in sorted(families()) if _is_trainable(name)]
+        raise UsageError(f"family {family!r} is not trained with 'fakescan train'; trainable: {', '.join(trainable)}")
+    return cls
+
+
+def _is_trainable(family: str) -> bool:
+    from worker.detectors import detector_class
+
+    try:
+        return issubclass(detector_class(family), TorchClassifier)
+    except Exception:  # a family whose optional dependencies are missing is simply not listed
+        return False
+
+
+def train(family: str, data: str, out: Path, config: TrainConfig, settings: Settings,
+          command: str = "", name: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train, validate, choose the threshold and write the detector folder; returns its manifest."""
+    cls = trainable_class(family)
+    options = cls.complete_options(config.options)
+    preprocessing = cls.preprocessing_for(options)
+    _make_deterministic(config)
+    labelled = open_labelled(data, settings).limited(config.limit)
+    bank = load_bank(labelled, preprocessing, progress)
+    train_bank, validation = _split(bank, config.val_fraction)
+    module = cls.build_module(options)
+    if config.backbone_weights:
+        loaded = cls.load_backbone(module, read_state_dict(_local_file(config.backbone_weights, settings)))
+        log.info("loaded %d backbone tensors from %s", len(loaded), config.backbone_weights)
+    module.to(config.device)
+    manifest = _manifest(cls, name or out.name, options, preprocessing.as_json(), labelled, bank, train_bank,
+                         validation, config, command)
+    run = Run(cls, module, config, train_bank, validation, torch.Generator().manual_seed(config.seed),
+              manifest, out, progress)
+    started = time.monotonic()
+    for stage in cls.training_stages(module, config):
+        _train_stage(run, stage, started)
+    _finish(run)
+    return run.manifest
+
+
+def _make_deterministic(config: TrainConfig) -> None:
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # a few CUDA kernels have no deterministic form
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+
+def _split(bank: ImageBank, fraction: float) -> tuple[ImageBank, ImageBank | None]:
+    if fraction <= 0:
+        return bank, None
+    held = validation_mask(bank.items, fraction)
+    if held.all() or not held.any():
+        raise UsageError(f"--val-fraction {fraction} leaves no {'training' if held.all() else 'validation'} "
+                         f"images out of {len(bank)}; use more data or another fraction (0 disables validation)")
+    return bank.subset(torch.nonzero(~held).flatten()), bank.subset(torch.nonzero(held).flatten())
+
+
+def _local_file(location: str, settings: Settings) -> Path:
+    if not location.startswith("s3://"):
+        path = Path(location).expanduser()
+        if not path.is_file():
+            raise UsageError(f"no such weights file: {location}")
+        return path
+    from fakescan.storage import open_store, parse_s3_uri
+
+    bucket, key = parse_s3_uri(location)
+    data = open_store(f"s3://{bucket}", settings).read(key, 4 << 30)
+    target = Path(tempfile.mkdtemp(prefix="fakescan-weights-")) / Path(key).name
+    target.write_bytes(data)
+    return target
+
+
+def _manifest(cls: type[TorchClassifier], name: str, options: dict[str, Any], preprocessing: dict[str, Any],
+              labelled: Any, bank: ImageBank, train_bank: ImageBank, validation: ImageBank | None,
+              config: TrainConfig, command: str) -> dict[str, Any]:
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("options", "device", "precision")}
+    return {
+        "name": name, "family": cls.family, "version": "", "options": options, "preprocessing": preprocessing,
+        "labels": list(LABELS), "thresholds": {"threshold": 0.5, "low": None, "high": None},
+        "training": {
+            "command": command, "data": labelled.source, "data_fingerprint": labelled.fingerprint(),
+            "counts": labelled.counts(), "skipped_undecodable": len(bank.skipped),
+            "train_images": len(train_bank), "validation_images": len(validation) if validation else 0,
+            "config": settings, "torch": torch.__version__, "epochs_completed": 0, "history": [],
+        },
+    }
+
+
+def _train_stage(run: Run, stage: Stage, started: float) -> None:
+    config = run.config
+    trainable = set(map(id, stage.parameters(run.module))) if stage.parameters else None
+    for parameter in run.module.parameters():
+        parameter.requires_grad_(trainable is None or id(parameter) in trainable)
+    optimiser = torch.optim.AdamW(run.cls.parameter_groups(run.module, config.weight_decay), lr=stage.lr or config.lr)
+    steps = max(1, -(-len(run.train) // config.batch_size)) * stage.epochs
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=stage.lr or config.lr, total_steps=steps,
+                                                   pct_start=0.25)
+    weights = _class_weights(run.train.labels) if config.class_weights else None
+    for epoch in range(stage.epochs):
+        loss, accuracy = _train_epoch(run, optimiser, schedule, weights, f"{stage.name} {epoch + 1}/{stage.epochs}")
+        record = {"stage": stage.name, "epoch": epoch + 1, "train_loss": loss, "train_accuracy": accuracy,
+                  "seconds": round(time.monotonic() - started, 1), **_validation_summary(run)}
+        run.manifest["training"]["history"].append(record)
+        run.manifest["training"]["epochs_completed"] += 1
+        tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        write_detector(run.cls, run.module, run.manifest, run.out)
+
+
+def _class_weights(labels: torch.Tensor) -> torch.Tensor:
+    counts = torch.bincount(labels, minlength=2).float().clamp_min(1)
+    return counts.sum() / (2 * counts)
+
+
+def _train_epoch(run: Run, optimiser: torch.optim.Optimizer, schedule: Any, weights: torch.Tensor | None,
+                 label: str) -> tuple[float, float]:
+    run.module.train()
+    order = torch.randperm(len(run.train), generator=run.generator)
+    batches = order.split(run.config.batch_size)
+    total_loss, correct, seen = 0.0, 0, 0
+    with tqdm(batches, desc=f"epoch {label}", unit="batch", disable=not run.progress, mininterval=5) as bar:
+        for indices in bar:
+            images = normalise(run.train.take(indices).to(run.config.device), run.train.preprocessing)
+            if run.config.augment:
+                images = augment(images, run.generator)
+            targets = run.train.labels[indices].to(run.config.device)
+            logits = run.module(images)
+            loss = classification_loss(logits, targets, run.config.label_smoothing, weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total_loss += loss.item() * len(indices)
+            correct += int(((fake_probability(logits.detach()) >= 0.5).long() == targets).sum())
+            seen += len(indices)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+    return total_loss / seen, correct / seen
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
+                        weights: torch.Tensor | None) -> torch.Tensor:
+    if logits.shape[-1] == 2:
+        return F.cross_entropy(logits, targets, weight=None if weights is None else weights.to(logits.device),
+                               label_smoothing=smoothing)
+    soft = targets.float() * (1 - smoothing) + smoothing / 2
+    positive = None if weights is None else (weights[1] / weights[0]).to(logits.device)
+    return F.binary_cross_entropy_with_logits(logits[:, 0], soft, pos_weight=positive)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to 1/8 of the side (reflection padded)."""
+    count, _, height, width = images.shape
+    flip = torch.rand(count, generator=generator) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(3), images)
+    pad = max(1, min(height, width) // 8)
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
+
+
+@torch.inference_mode()
+def bank_scores(module: nn.Module, bank: ImageBank, device: str, batch_size: int = 256) -> torch.Tensor:
+    module.eval()
+    scores = [fake_probability(module(normalise(bank.take(indices).to(device), bank.preprocessing))).cpu()
+              for indices in torch.arange(len(bank)).split(batch_size)]
+    return torch.cat(scores)
+
+
+def _validation_summary(run: Run) -> dict[str, Any]:
+    if run.validation is None:
+        return {}
+    scores = bank_scores(run.module, run.validation, run.config.device).tolist()
+    metrics = classification_metrics(run.validation.labels.tolist(), scores)
+    return {"val_accuracy": metrics["accuracy"], "val_roc_auc": metrics["roc_auc"]}
+
+
+def _finish(run: Run) -> None:
+    thresholds = {"threshold": 0.5, "low": None, "high": None}
+    if run.validation is not None:
+        labels = run.validation.labels.tolist()
+        scores = bank_scores(run.module, run.validation, run.config.device).tolist()
+        if run.cls.threshold_objective == "macro-f1" and len(set(labels)) == 2:
+            thresholds["threshold"] = threshold_for_macro_f1(labels, scores)
+        run.manifest["training"]["validation_metrics"] = classification_metrics(labels, scores,
+                                                                                thresholds["threshold"])
+    run.manifest["thresholds"] = thresholds
+    write_detector(run.cls, run.module, run.manifest, run.out)
+
+
+def write_detector(cls: type[TorchClassifier], module: nn.Module, manifest: dict[str, Any], folder: Path) -> str:
+    """Weights first, then the manifest naming their hash; each file replaced atomically."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    partial = folder / f".{WEIGHTS}.partial"
+    save_file(state, str(partial), metadata={"family": cls.family})
+    manifest["version"] = f"{cls.family}-{weights_digest(partial)[:10]}"
+    os.replace(partial, folder / WEIGHTS)
+    write_manifest(manifest, folder)
+    return manifest["version"]
+
+
+def write_manifest(manifest: dict[str, Any], folder: Path) -> None:
+    partial = folder / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, folder / MANIFEST)
