@@ -1,0 +1,97 @@
+"""run_scan on SQLite: chunking across batches, items committed before dispatch, failures recorded."""
+
+from datetime import datetime, timezone
+from typing import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from fakescan.catalog import DetectorRef
+from fakescan.db import migrate
+from fakescan.db.engine import make_engine, make_sessionmaker
+from fakescan.db.models import Scan, ScanItem
+from fakescan.errors import SourceError
+from fakescan.settings import load_settings
+from fakescan.storage import ListFilter, ObjectInfo, Store
+from scheduler.progress import read_progress
+from scheduler.scan import ScanRequest, create_scan, run_scan
+
+NOW = datetime(2024, 5, 1, tzinfo=timezone.utc)
+
+
+class ListedStore(Store):
+    """A store that lists made-up objects, then optionally fails: listing is all the scheduler does."""
+
+    root = "s3://listed"
+
+    def __init__(self, count: int, fail_after: BaseException | None = None) -> None:
+        self.count, self.fail_after = count, fail_after
+
+    def list(self, filters: ListFilter = ListFilter()) -> Iterator[ObjectInfo]:
+        for index in range(self.count):
+            key = f"k{index:03d}.jpg"
+            yield ObjectInfo(f"s3://listed/{key}", self.root, key, 10, NOW, etag=f"e{index}")
+        if self.fail_after is not None:
+            raise self.fail_after
+
+    def read(self, key: str, max_bytes: int) -> bytes:
+        raise NotImplementedError("the scheduler never reads objects")
+
+    def check(self) -> None:
+        pass
+
+
+@pytest.fixture
+def sessions():
+    settings = load_settings()
+    migrate.upgrade(settings)
+    engine = make_engine(settings)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def request(**options) -> ScanRequest:
+    return ScanRequest("s3://listed", [DetectorRef("tiny", "hf-classifier", "t1", None)], **options)
+
+
+def test_batches_span_chunks_and_items_exist_before_dispatch(sessions):
+    seen = []
+
+    def dispatch(scan_id: int, batch: int, object_ids: list[int]) -> None:
+        with sessions() as other:  # a separate connection, as a worker would have
+            committed = other.scalar(select(func.count()).select_from(ScanItem)
+                                     .where(ScanItem.scan_id == scan_id, ScanItem.object_id.in_(object_ids),
+                                            ScanItem.batch == batch))
+        seen.append((batch, len(object_ids), committed))
+
+    scan_request = request(batch_size=4, chunk_size=3)
+    scan_id = create_scan(sessions, scan_request, "test")
+    counts = run_scan(sessions, scan_id, ListedStore(9), scan_request, dispatch)
+    assert seen == [(1, 4, 4), (2, 4, 4), (3, 1, 1)]
+    assert (counts.listed, counts.enqueued, counts.skipped, counts.batches) == (9, 9, 0, 3)
+    with sessions() as session:
+        progress = read_progress(session, scan_id)
+    assert (progress.state, progress.queued, progress.listing_finished) == ("queued", 9, True)
+
+
+def test_nothing_to_do_finishes_at_once(sessions):
+    scan_request = request()
+    scan_id = create_scan(sessions, scan_request, "test")
+    run_scan(sessions, scan_id, ListedStore(0), scan_request, lambda *args: None)
+    with sessions() as session:
+        assert session.get(Scan, scan_id).state == "finished"
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (SourceError("bucket vanished"), "SourceError: bucket vanished"),
+    (KeyboardInterrupt(), "interrupted"),
+])
+def test_listing_failure_marks_the_scan_failed(sessions, error, reason):
+    scan_request = request(batch_size=2, chunk_size=2)
+    scan_id = create_scan(sessions, scan_request, "test")
+    with pytest.raises(type(error)):
+        run_scan(sessions, scan_id, ListedStore(5, fail_after=error), scan_request, lambda *args: None)
+    with sessions() as session:
+        progress = read_progress(session, scan_id)
+    assert (progress.state, progress.error) == ("failed", reason)
+    assert progress.enqueued == 4  # the two full batches before the failure were sent
