@@ -29,5 +29,6 @@ def configure_logging(settings: Settings, level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or settings.log_level).upper())
+    logging.captureWarnings(True)  # library warnings (Celery's SecurityWarning ...) as log records, JSON too
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "PIL", "alembic", "kombu", "celery.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

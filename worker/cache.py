@@ -20,6 +20,7 @@ from fakescan.settings import Settings
 from fakescan.storage import Store, open_store
 
 from worker.detectors import Detector, load_detector
+from worker.metrics import observe_model_load
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class ProcessCache:
             if key not in self._detectors:
                 started = time.perf_counter()
                 self._detectors[key] = load_detector(with_manifest(ref, self.settings), self.settings)
-                log.info("loaded detector %s %s (%s) in %.1fs", ref.name, ref.version, ref.family,
-                         time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                observe_model_load(ref.name, seconds)
+                log.info("loaded detector %s %s (%s) in %.1fs", ref.name, ref.version, ref.family, seconds)
             return self._detectors[key]
 
     def store(self, root: str) -> Store:

@@ -45,20 +45,21 @@ def heartbeat_dir(settings: Settings, node: str) -> Path:
 
 
 def install_heartbeat(settings: Settings, node: str | None = None) -> None:
-    """Connect the Celery signals that keep this worker's heartbeat files; call once per worker."""
+    """Connect the Celery signals that keep a heartbeat file per pool process, under the task's node."""
     from celery import signals
 
-    folder = heartbeat_dir(settings, node or default_node())
+    def folder(task: Any) -> Path:
+        return heartbeat_dir(settings, node or getattr(task.request, "hostname", None) or default_node())
 
-    def started(task_id: str | None = None, **_: Any) -> None:
-        _write(folder, {"pid": os.getpid(), "busy_since": time.time(), "task_id": task_id})
+    def started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        _write(folder(task), {"pid": os.getpid(), "busy_since": time.time(), "task_id": task_id})
 
-    def finished(**_: Any) -> None:
-        _write(folder, {"pid": os.getpid(), "busy_since": None, "task_id": None})
+    def finished(task: Any = None, **_: Any) -> None:
+        _write(folder(task), {"pid": os.getpid(), "busy_since": None, "task_id": None})
 
-    signals.task_prerun.connect(started, weak=False)
-    signals.task_postrun.connect(finished, weak=False)
-    signals.worker_process_shutdown.connect(lambda **_: _remove(folder), weak=False)
+    # worker_app() may run more than once in a process; one heartbeat per task
+    signals.task_prerun.connect(started, weak=False, dispatch_uid="fakescan-heartbeat-start")
+    signals.task_postrun.connect(finished, weak=False, dispatch_uid="fakescan-heartbeat-end")
 
 
 def _write(folder: Path, state: dict[str, Any]) -> None:
@@ -67,10 +68,6 @@ def _write(folder: Path, state: dict[str, Any]) -> None:
     scratch = target.with_suffix(".tmp")
     scratch.write_text(json.dumps(state))
     scratch.replace(target)  # a probe never reads half a file
-
-
-def _remove(folder: Path) -> None:
-    (folder / f"{os.getpid()}.json").unlink(missing_ok=True)
 
 
 def busy_processes(settings: Settings, node: str) -> list[Busy]:

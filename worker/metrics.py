@@ -9,18 +9,20 @@
 A solo or threads pool runs batches in the process that serves the endpoint. A prefork pool
 runs them in child processes: there prometheus_client's multiprocess mode is used, each child
 writing its samples to files under ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder when
-unset) and the parent serving their sum. prometheus_client picks its value store when it is
-first imported, so nothing here imports it before :func:`serve` has set that folder.
+unset) and the parent serving their sum; with that variable set, any pool uses the files.
+prometheus_client picks its value store when it is first imported, so nothing here imports it
+before :func:`serve` has set that folder. Recording a metric never fails a batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from fakescan.settings import Settings
 
@@ -55,6 +57,8 @@ def _get() -> _Metrics:
     global _metrics
     with _metrics_lock:
         if _metrics is None:
+            if os.environ.get(MULTIPROC_ENV):  # samples are files there, whatever the pool
+                Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
             _metrics = _Metrics()
         return _metrics
 
@@ -62,17 +66,28 @@ def _get() -> _Metrics:
 def observe_batch(seconds: float, objects: int, stage_seconds: Mapping[str, float],
                   rows: Iterable[Mapping[str, Any]]) -> None:
     """One committed batch: its latency, size, stage times and the rows it wrote."""
-    metrics = _get()
-    metrics.batch_seconds.observe(seconds)
-    metrics.batch_objects.observe(objects)
-    for stage, spent in stage_seconds.items():
-        metrics.stage_seconds.labels(stage).observe(spent)
-    for row in rows:
-        metrics.images.labels(row["detector"], row["status"], row.get("verdict") or "none").inc()
+    with _never_fails("batch"):
+        metrics = _get()
+        metrics.batch_seconds.observe(seconds)
+        metrics.batch_objects.observe(objects)
+        for stage, spent in stage_seconds.items():
+            metrics.stage_seconds.labels(stage).observe(spent)
+        for row in rows:
+            metrics.images.labels(row["detector"], row["status"], row.get("verdict") or "none").inc()
 
 
 def observe_model_load(detector: str, seconds: float) -> None:
-    _get().model_load_seconds.labels(detector).observe(seconds)
+    with _never_fails("model load"):
+        _get().model_load_seconds.labels(detector).observe(seconds)
+
+
+@contextlib.contextmanager
+def _never_fails(what: str) -> Iterator[None]:
+    """The batch's results are committed by now: a broken metrics store must not fail the task."""
+    try:
+        yield
+    except Exception:
+        log.error("could not record the %s metrics", what, exc_info=True)
 
 
 def install(settings: Settings) -> None:
@@ -82,9 +97,11 @@ def install(settings: Settings) -> None:
     from celery import signals
 
     def start(sender: Any = None, **_: Any) -> None:
-        serve(settings.metrics_port, multiprocess=_is_prefork(sender))  # type: ignore[arg-type]
+        multiprocess = _is_prefork(sender) or bool(os.environ.get(MULTIPROC_ENV))
+        serve(settings.metrics_port, multiprocess=multiprocess)  # type: ignore[arg-type]
 
-    signals.worker_init.connect(start, weak=False)
+    # worker_app() may run more than once in a process; one endpoint per worker
+    signals.worker_init.connect(start, weak=False, dispatch_uid="fakescan-metrics-endpoint")
 
 
 def _is_prefork(worker: Any) -> bool:

@@ -37,6 +37,7 @@ from worker.cache import ProcessCache
 from worker.decode import DecodeError, decode_image
 from worker.detectors import Detector, Prediction, Sample
 from worker.fetch import FetchedObject, InfrastructureFault, fetch_all
+from worker.metrics import observe_batch
 
 log = logging.getLogger(__name__)
 SessionFactory = Callable[[], Session]
@@ -102,6 +103,7 @@ class TimedDecoder:
 def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: int, object_ids: Sequence[int],
                   cache: ProcessCache, batch: int = 0) -> BatchReport:
     """Score one batch of a scan with every detector of the scan and commit the rows; idempotent."""
+    batch_started = time.perf_counter()
     report = BatchReport(scan_id, batch, len(object_ids))
     refs, objects = load_batch(session_factory, scan_id, object_ids)
     report.skipped = len(set(object_ids)) - len(objects)
@@ -118,7 +120,10 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
     with session_factory.begin() as session:
         written = write_batch(session, scan_id, rows)
     report.stage_seconds["write"] = time.perf_counter() - started
-    _count(report, rows, set(written))
+    written_ids = set(written)
+    _count(report, rows, written_ids)
+    observe_batch(time.perf_counter() - batch_started, report.objects, report.stage_seconds,
+                  [row for row in rows if row["object_id"] in written_ids])
     log.info("%s", report.summary())
     return report
 
