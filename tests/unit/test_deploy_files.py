@@ -80,6 +80,11 @@ def test_image_installs_dependencies_then_code_with_the_shared_script(dockerfile
     assert not unknown_settings(used - install_switches()), "every FAKESCAN_ variable is a setting or a switch"
 
 
+def test_build_context_leaves_out_the_virtualenv_and_git() -> None:
+    ignored = set((PROJECT / ".dockerignore").read_text().split())
+    assert {".venv", ".git"} <= ignored
+
+
 def test_both_images_build_the_code_the_same_way() -> None:
     cpu, cuda = (build_stage(path) for path in DOCKERFILES)
     assert cpu == cuda
