@@ -231,3 +231,13 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def test_helm_lint_strict_finds_no_warning() -> None:
+    import helm_python as helm
+
+    from tests.deploy_support import CHART
+
+    for values in (REQUIRED, GPU_KEDA_NIGHTLY):
+        report = helm.lint(str(CHART), values, strict=True, kube_version="v1.27.0")
+        assert not [message for message in report["messages"] if message["severity"] >= 2], report
