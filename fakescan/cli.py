@@ -27,6 +27,7 @@ COMMAND_MODULES = (
 )
 
 EXIT_UNEXPECTED = 70
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def _translate(error: BaseException) -> FakescanError | None:
     from fakescan.catalog import DuplicateName, UnknownDetector
     from fakescan.db.migrate import SchemaOutOfDate
     from fakescan.errors import BrokerError, DatabaseError, DetectorError
+    from pydantic import ValidationError
     from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 
     if isinstance(error, FakescanError):
@@ -51,6 +53,9 @@ def _translate(error: BaseException) -> FakescanError | None:
         return UsageError(str(error))
     if isinstance(error, DuplicateName):
         return DetectorError(str(error))
+    if isinstance(error, ValidationError):
+        fields = ", ".join(f"FAKESCAN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        return UsageError(f"invalid setting {fields}")
     if isinstance(error, SchemaOutOfDate):
         return DatabaseError(str(error))
     if isinstance(error, DatabaseUnavailable):
@@ -77,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fakescan: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fakescan ... | head`: the reader closed the pipe; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:
         known = _translate(error)
         if known is not None:

@@ -1,0 +1,28 @@
+"""The dispatcher's own failure handling: bad settings and a closed stdout pipe."""
+
+import subprocess
+import sys
+
+
+def run_fakescan(*args: str, env_extra: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "fakescan.cli", *args], env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+def test_invalid_setting_is_one_line_usage_error():
+    done = run_fakescan("status", env_extra={"FAKESCAN_DEVICE": "gpu"})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FAKESCAN_DEVICE" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_closed_stdout_pipe_ends_quietly():
+    reader = subprocess.Popen([sys.executable, "-m", "fakescan.cli", "detectors", "list"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # the reader is gone before fakescan writes a byte
+    _, stderr = reader.communicate(timeout=60)
+    assert reader.returncode == 141
+    assert b"Traceback" not in stderr and b"internal error" not in stderr
