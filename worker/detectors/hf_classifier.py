@@ -73,6 +73,8 @@ def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, A
             f" ({', '.join(pickles)} is pickled and is not loaded: re-save with safe_serialization=True)"
             if pickles else ""))
     hf_logging.disable_progress_bar()  # worker logs are line-oriented; tqdm bars would garble them
+    hf_logging.disable_default_handler()  # transformers' records go through fakescan's (JSON) handler
+    hf_logging.enable_propagation()
     try:
         model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                                 **model_overrides)
