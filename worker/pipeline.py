@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from fakescan.catalog import DetectorRef
 from fakescan.db.models import Scan, ScanItem, StoredObject, utcnow
 from fakescan.db.results import write_batch
+from fakescan.db.verdicts import record_batch_verdicts
 from fakescan.settings import Settings
 from worker.cache import ProcessCache
 from worker.decode import DecodeError, decode_image
@@ -119,6 +120,7 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
     started = time.perf_counter()
     with session_factory.begin() as session:
         written = write_batch(session, scan_id, rows)
+        record_batch_verdicts(session, scan_id, written, settings)  # one combined verdict per object
     report.stage_seconds["write"] = time.perf_counter() - started
     written_ids = set(written)
     _count(report, rows, written_ids)
