@@ -1,6 +1,6 @@
 """Benchmark: how fast the scheduler lists, records and skips, against the bare S3 listing.
 
-Run: ``.venv/bin/python -m tests.bench_scheduler [--objects 5000]`` (starts its own PostgreSQL and
+Run: ``.venv/bin/python -m tests.benchmarks.bench_scheduler [--objects 5000]`` (starts its own PostgreSQL and
 moto S3 server, like the tests). Prints, for one run on this machine:
 - the bare listing rate (``Store.list`` paging through the bucket): the baseline;
 - a first scan (upsert every object, write scan items, dispatch to a no-op) and a re-run where
