@@ -10,7 +10,6 @@ With no such scan yet, the run is a full scan. Never imports torch.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,8 +23,6 @@ from fakescan.db.scans import as_utc
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # how many recent finished scans of a source to compare before giving up on finding a match
 CANDIDATES = 50
 
@@ -105,10 +102,12 @@ def find_cutoff(args: argparse.Namespace, settings: Settings) -> LastSuccess | N
 
 
 def parse_overlap(text: str) -> timedelta:
-    match = _AGE.match(text)
-    if match is None:
+    from scheduler.options import parse_age
+
+    overlap = parse_age(text)
+    if overlap is None:
         raise UsageError(f"bad --overlap {text!r}: use an age like 30m, 1h, 2d (0s for none)")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+    return overlap
 
 
 def scan_argv(args: argparse.Namespace, since: datetime | None) -> list[str]:

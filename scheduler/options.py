@@ -16,13 +16,20 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 ANY_EXTENSION = ("*", "any")
 
 
+def parse_age(text: str) -> timedelta | None:
+    """``90m``, ``36h``, ``7d``, ``2w`` as a duration; None when the text is not an age."""
+    relative = _RELATIVE.match(text)
+    if relative is None:
+        return None
+    return timedelta(seconds=float(relative.group(1)) * _UNIT_SECONDS[relative.group(2).lower()])
+
+
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``2024-05-01``, ``2024-05-01T06:00``, ``...+02:00`` (UTC without a zone) or ``36h`` / ``7d`` ago."""
     now = now or datetime.now(timezone.utc)
-    relative = _RELATIVE.match(text)
-    if relative:
-        amount, unit = float(relative.group(1)), relative.group(2).lower()
-        return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+    age = parse_age(text)
+    if age is not None:
+        return now - age
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
