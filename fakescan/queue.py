@@ -25,7 +25,7 @@ def make_celery_app(settings: Settings, *, include_tasks: bool = False) -> Any:
 
     if not settings.broker_url:
         raise UsageError("no broker configured: set FAKESCAN_BROKER_URL (e.g. redis://host:6379/0)")
-    app = Celery("fakescan", broker=settings.broker_url, backend=settings.result_backend_url)
+    app = Celery("fakescan", broker=settings.broker_url)  # results go to the database, not a backend
     transport_options = {"visibility_timeout": settings.visibility_timeout}
     app.conf.update(
         task_acks_late=True,

@@ -26,7 +26,6 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home, description="SQLite file, caches, user detectors")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset means SQLite in home")
     broker_url: str | None = Field(None, description="Celery broker (redis://); unset means in-process")
-    result_backend_url: str | None = None
     s3_endpoint_url: str | None = Field(None, description="custom S3 endpoint (MinIO, moto, Ceph ...)")
     s3_region: str | None = None
     device: Literal["cpu", "cuda", "auto"] = "cpu"
