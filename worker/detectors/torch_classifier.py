@@ -61,6 +61,7 @@ class TorchClassifier(Detector):
     """A trainable detector family; see :mod:`worker.training.config` for the trainer protocol."""
 
     threshold_objective: ClassVar[str] = "fixed"  # "macro-f1": training picks the threshold on validation
+    class_weights_default: ClassVar[bool] = False  # weight the training loss by inverse class frequency
     predict_batch_size: ClassVar[int] = 64
 
     def __init__(self, name: str, version: str, manifest: dict[str, Any], module: nn.Module,
@@ -123,7 +124,11 @@ class TorchClassifier(Detector):
         if folder is None:
             raise DetectorError(f"family {cls.family!r} needs a detector folder with {WEIGHTS}")
         module = cls.build_module(cls.complete_options(manifest.get("options")))
-        module.load_state_dict(read_weights(folder / WEIGHTS))
+        try:
+            module.load_state_dict(read_weights(folder / WEIGHTS))
+        except RuntimeError as error:  # shapes or names that do not fit the manifest's architecture
+            raise DetectorError(f"{folder / WEIGHTS} does not fit the {cls.family} architecture in its manifest: "
+                                f"{str(error).splitlines()[0]}") from None
         return cls(manifest.get("name", folder.name), str(manifest.get("version", "")), manifest, module,
                    device, precision)
 
@@ -195,3 +200,21 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DetectorError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def load_prefixed(target: nn.Module, state: dict[str, torch.Tensor], prefixes: Sequence[str]) -> list[str]:
+    """Load the tensors whose names start with one of ``prefixes`` (stripped) into ``target``, completely."""
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is not None:
+            renamed[key[len(prefix):]] = value
+    if not renamed:
+        raise DetectorError(f"no backbone tensors in the weights (expected names starting with {', '.join(prefixes)})")
+    try:
+        missing, _unexpected = target.load_state_dict(renamed, strict=False)
+    except RuntimeError as error:
+        raise DetectorError(f"backbone weights do not fit: {str(error).splitlines()[0]}") from None
+    if missing:
+        raise DetectorError(f"backbone weights lack {len(missing)} tensors, e.g. {missing[0]}")
+    return sorted(renamed)

@@ -34,14 +34,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (0: none)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips and shifts")
-    parser.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    parser.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=None,
+                        help="weight the loss by inverse class frequency (default: the family's choice)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                         help='family option, e.g. --option widths=[64,128,256] --option convs_per_block=2')
     parser.add_argument("--backbone-weights", help="safetensors or torchvision .pth (read weights-only), local or s3://")
     parser.add_argument("--limit", type=int, help="train on at most this many images, balanced (pilots)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
-    parser.set_defaults(handler=run_train, class_weights=None)
+    parser.set_defaults(handler=run_train)
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -69,13 +70,13 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, seed=args.seed, val_fraction=args.val_fraction, augment=args.augment,
-        class_weights=bool(args.class_weights), options=parse_options(args.option),
+        class_weights=args.class_weights, options=parse_options(args.option),
         backbone_weights=args.backbone_weights, limit=args.limit, device=settings.resolved_device(),
         precision=settings.precision, threads=args.threads,
     )
     command = shlex.join(["fakescan", *sys.argv[1:]]) if Path(sys.argv[0]).name == "fakescan" else ""
     manifest = train(args.family, args.data, args.out, config, settings, command=command, name=args.name,
-                     progress=args.progress)
+                     progress=args.progress).manifest
     summary = manifest["training"].get("validation_metrics") or {}
     print(json.dumps({"out": str(args.out), "version": manifest["version"],
                       **{k: summary.get(k) for k in ("n", "accuracy", "roc_auc") if summary}}))
@@ -83,12 +84,92 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    parser = subparsers.add_parser("evaluate", help="metrics of any detector on labelled images (fake = positive)")
+    parser.add_argument("detector", help="detector name, folder or s3:// prefix")
+    parser.add_argument("data", help="folder, .zip, .csv or s3:// prefix with real/ and fake/ inside")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, a TSV report and PNG plots")
+    parser.add_argument("--perturb", metavar="LIST", help="also measure under e.g. jpeg:75,resize:0.5,blur:1")
+    parser.add_argument("--limit", type=int, help="evaluate at most this many images, balanced")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.training.data import open_labelled
+    from worker.training.evaluate import evaluation, open_detector, score_set
+    from worker.training.perturb import parse_perturbations
+
+    perturbations = parse_perturbations(args.perturb)
+    detector = open_detector(args.detector, settings)
+    labelled = open_labelled(args.data, settings).limited(args.limit)
+    results = score_set(detector, labelled, perturbations, progress=args.progress)
+    summary = evaluation(detector, labelled, results)
+    if args.report:
+        from worker.training.report import write_report
+
+        write_report(args.report, summary, results)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    conditions = {"clean": summary, **summary.get("perturbations", {})}
+    print(f"{summary['detector']} {summary['version']} on {summary['data']} ({summary['n']} images, "
+          f"threshold {summary['threshold']:.4g})")
+    print(f"{'condition':<14}{'accuracy':>9}{'precision':>10}{'recall':>8}{'f1':>8}{'roc_auc':>9}{'ap':>8}{'ece':>8}")
+    for name, m in conditions.items():
+        values = [m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ece")]
+        print(f"{name:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}}"
+                                      for v, w in zip(values, (9, 10, 8, 8, 9, 8, 8))))
 
 
 def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    parser = subparsers.add_parser("calibrate", help="choose a detector's threshold and uncertain band on labelled data")
+    parser.add_argument("detector", help="detector name or local folder (its fakescan.json is rewritten)")
+    parser.add_argument("data", help="folder, .zip, .csv or s3:// prefix with real/ and fake/ inside")
+    goal = parser.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-fpr", type=float, help="highest false-positive rate allowed on real images")
+    goal.add_argument("--objective", choices=["macro-f1"], help="maximise macro F1 instead")
+    parser.add_argument("--uncertain-band", type=float, default=0.0, metavar="W",
+                        help="width of the score band around the threshold reported as 'uncertain'")
+    parser.add_argument("--out", type=Path, help="write a calibrated copy here instead of rewriting in place")
+    parser.add_argument("--limit", type=int, help="use at most this many images, balanced")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.set_defaults(handler=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.training.calibrate import calibrate
+    from worker.training.data import open_labelled
+
+    if args.target_fpr is not None and not 0 <= args.target_fpr < 1:
+        raise UsageError("--target-fpr must be in [0, 1)")
+    if not 0 <= args.uncertain_band < 1:
+        raise UsageError("--uncertain-band must be in [0, 1)")
+    labelled = open_labelled(args.data, settings).limited(args.limit)
+    manifest = calibrate(args.detector, labelled, settings, args.target_fpr, args.objective, args.uncertain_band,
+                         args.out, progress=args.progress)
+    achieved = manifest["calibration"]["metrics"]
+    print(json.dumps({"version": manifest["version"], **manifest["thresholds"],
+                      "false_positive_rate": achieved["false_positive_rate"], "recall": achieved["recall"],
+                      "accuracy": achieved["accuracy"]}))
+    return 0
 
 
 def _register_explain(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    parser = subparsers.add_parser("explain", help="write a detector's Grad-CAM / attention overlays for an image")
+    parser.add_argument("detector", help="detector name, folder or s3:// prefix")
+    parser.add_argument("image", help="image file or s3:// URI")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNG overlays")
+    parser.set_defaults(handler=run_explain)
+
+
+def run_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.training.explain import explain
+
+    print(json.dumps(explain(args.detector, args.image, args.out, settings)))
+    return 0

@@ -27,7 +27,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     augment: bool = True  # random horizontal flip + small translation
-    class_weights: bool = False  # weight the loss by inverse class frequency
+    class_weights: bool | None = None  # weight the loss by inverse class frequency; None: the family's choice
     options: dict[str, Any] = field(default_factory=dict)  # family architecture options
     backbone_weights: str | None = None  # local path or s3:// URI: safetensors or torchvision .pth
     limit: int | None = None  # use at most this many training items (balanced), for pilots

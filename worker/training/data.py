@@ -142,15 +142,18 @@ class StoreSet(LabelledSet):
 
     def __init__(self, uri: str, settings: Settings) -> None:
         self.source, self.store, self.max_bytes = uri, open_store(uri, settings), settings.max_object_bytes
+        self.prefix = getattr(self.store, "prefix", "").rstrip("/")
+        self.prefix += "/" if self.prefix else ""
         self.items = []
         for info in self.store.list(ListFilter()):
-            label = label_from_key(info.key)
+            key = info.key[len(self.prefix):] if info.key.startswith(self.prefix) else info.key
+            label = label_from_key(key)
             if label is not None:
-                self.items.append(LabelledItem(info.key, label, info.size))
+                self.items.append(LabelledItem(key, label, info.size))
         self._finish()
 
     def read(self, item: LabelledItem) -> bytes:
-        return self.store.read(item.key, self.max_bytes)
+        return self.store.read(self.prefix + item.key, self.max_bytes)
 
     def read_many(self, items: Sequence[LabelledItem]) -> Iterator[bytes]:
         with ThreadPoolExecutor(max_workers=16) as pool:

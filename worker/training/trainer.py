@@ -71,8 +71,8 @@ def _is_trainable(family: str) -> bool:
 
 
 def train(family: str, data: str, out: Path, config: TrainConfig, settings: Settings,
-          command: str = "", name: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train, validate, choose the threshold and write the detector folder; returns its manifest."""
+          command: str = "", name: str | None = None, progress: bool = True) -> TorchClassifier:
+    """Train, validate, choose the threshold and write the detector folder; returns the trained detector."""
     cls = trainable_class(family)
     options = cls.complete_options(config.options)
     preprocessing = cls.preprocessing_for(options)
@@ -93,7 +93,7 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
     for stage in cls.training_stages(module, config):
         _train_stage(run, stage, started)
     _finish(run)
-    return run.manifest
+    return cls(run.manifest["name"], run.manifest["version"], run.manifest, module, config.device, config.precision)
 
 
 def _make_deterministic(config: TrainConfig) -> None:
@@ -153,7 +153,8 @@ def _train_stage(run: Run, stage: Stage, started: float) -> None:
     steps = max(1, -(-len(run.train) // config.batch_size)) * stage.epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=stage.lr or config.lr, total_steps=steps,
                                                    pct_start=0.25)
-    weights = _class_weights(run.train.labels) if config.class_weights else None
+    balance = run.cls.class_weights_default if config.class_weights is None else config.class_weights
+    weights = _class_weights(run.train.labels) if balance else None
     for epoch in range(stage.epochs):
         loss, accuracy = _train_epoch(run, optimiser, schedule, weights, f"{stage.name} {epoch + 1}/{stage.epochs}")
         record = {"stage": stage.name, "epoch": epoch + 1, "train_loss": loss, "train_accuracy": accuracy,
@@ -231,7 +232,30 @@ def _validation_summary(run: Run) -> dict[str, Any]:
     return {"val_accuracy": metrics["accuracy"], "val_roc_auc": metrics["roc_auc"]}
 
 
+@torch.no_grad()
+def refresh_batchnorm(module: nn.Module, bank: ImageBank, device: str, batch_size: int, max_images: int = 25_600) -> None:
+    """Recompute BatchNorm running statistics as plain averages over (un-augmented) training images.
+
+    The running averages kept during training lag behind the weights; on short runs they are far
+    enough off to shift every score while leaving the ranking intact. One pass fixes that.
+    """
+    norms = [layer for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+    module.train()
+    for indices in torch.arange(min(len(bank), max_images)).split(batch_size):
+        module(normalise(bank.take(indices).to(device), bank.preprocessing))
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+    module.eval()
+
+
 def _finish(run: Run) -> None:
+    refresh_batchnorm(run.module, run.train, run.config.device, run.config.batch_size)
     thresholds = {"threshold": 0.5, "low": None, "high": None}
     if run.validation is not None:
         labels = run.validation.labels.tolist()

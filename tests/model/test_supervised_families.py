@@ -1,0 +1,83 @@
+"""Every trainable family trains briefly on a tiny set, saves, loads and scores the same after."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from fakescan.catalog import resolve
+from fakescan.cli import main
+from fakescan.errors import DetectorError
+from fakescan.settings import load_settings
+from tests.model.labelled_images import labelled_files, write_folder
+from worker.detectors import load_detector
+from worker.training.config import TrainConfig
+from worker.training.data import decode_rgb
+from worker.training.trainer import train
+
+pytestmark = pytest.mark.model
+
+# small inputs keep the CPU test fast; the backbones keep their architecture
+FAMILIES = {
+    "compact-cnn": {},
+    "mobilenet-v2": {"input_size": 32, "hidden": 16},
+    "efficientnet-attention": {"input_size": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("tiny"), labelled_files(per_class=8))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_trains_saves_and_loads(family, tiny_set, tmp_path):
+    settings = load_settings()
+    config = TrainConfig(epochs=1, batch_size=8, val_fraction=0.0, options=FAMILIES[family], threads=2)
+    trained = train(family, str(tiny_set), tmp_path / "detector", config, settings, progress=False)
+    images = [decode_rgb(p.read_bytes()) for p in sorted(tiny_set.rglob("*.png"))[::4]]
+
+    loaded = load_detector(resolve(str(tmp_path / "detector"), settings), settings)
+
+    assert loaded.family == family and loaded.version == trained.version and loaded.version.startswith(family)
+    assert loaded.scores(images) == trained.scores(images)
+    assert all(0.0 <= score <= 1.0 for score in loaded.scores(images))
+    assert loaded.manifest["training"]["data_fingerprint"].startswith("sha256:")
+
+
+def test_same_seed_gives_the_same_weights(tiny_set, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8, val_fraction=0.0, seed=3)
+    versions = {train("compact-cnn", str(tiny_set), tmp_path / str(run), config, load_settings(),
+                      progress=False).version for run in range(2)}
+    assert len(versions) == 1
+
+
+def test_unknown_family_names_the_known_ones(tiny_set, tmp_path, capsys):
+    code = main(["train", "no-such-family", str(tiny_set), "--out", str(tmp_path / "x")])
+    error = capsys.readouterr().err
+    assert code == 2 and "no-such-family" in error and "compact-cnn" in error and "mobilenet-v2" in error
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_pickled_weights_are_refused(tiny_set, tmp_path, capsys):
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(pickle.dumps({"features.0.0.weight": _Payload()}))
+    code = main(["train", "mobilenet-v2", str(tiny_set), "--out", str(tmp_path / "x"),
+                 "--backbone-weights", str(weights), "--epochs", "1", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == DetectorError.exit_code and "refusing" in captured.err and "unpickled!" not in captured.out
+
+
+def test_a_folder_with_only_a_pickle_is_refused(tiny_set, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8, val_fraction=0.0)
+    folder = tmp_path / "detector"
+    train("compact-cnn", str(tiny_set), folder, config, load_settings(), progress=False)
+    (folder / "model.safetensors").rename(folder / "model.pt")
+    with pytest.raises(DetectorError, match="pickled checkpoints are refused"):
+        load_detector(resolve(str(folder), load_settings()), load_settings())

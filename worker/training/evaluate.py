@@ -1,0 +1,91 @@
+"""``fakescan evaluate``: any registered detector on a labelled set, clean and perturbed.
+
+Works on whatever ``fakescan.catalog.resolve`` accepts, through the detector's own ``predict``,
+so an ensemble or a Hugging Face checkpoint is measured exactly as the worker would run it.
+Images that cannot be decoded, and predictions without a score (the detector abstained), are
+counted and left out of the metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from fakescan.catalog import resolve
+from fakescan.settings import Settings
+from worker.detectors import Detector, load_detector
+from worker.training.data import LabelledSet, decode_rgb
+from worker.training.metrics import classification_metrics
+from worker.training.perturb import Perturbation
+
+CLEAN = "clean"
+CHUNK = 256
+
+
+@dataclass
+class Scored:
+    """Labels and scores of one condition (clean or a perturbation), plus what was left out."""
+
+    labels: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    abstained: int = 0
+    errors: int = 0
+
+
+def open_detector(spec: str, settings: Settings) -> Detector:
+    return load_detector(resolve(spec, settings), settings)
+
+
+def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence[Perturbation] = (),
+              progress: bool = True) -> dict[str, Scored]:
+    """Scores per condition; each image is read and decoded once for all conditions."""
+    conditions = {CLEAN: None, **{p.label: p for p in perturbations}}
+    results = {name: Scored() for name in conditions}
+    items = labelled.items
+    with tqdm(total=len(items), desc="scoring", unit="img", disable=not progress, mininterval=5) as bar:
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start:start + CHUNK]
+            images, labels = [], []
+            for item, data in zip(chunk, labelled.read_many(chunk)):
+                try:
+                    images.append(decode_rgb(data))
+                    labels.append(item.label)
+                except Exception:  # an undecodable file is counted, not fatal
+                    for scored in results.values():
+                        scored.errors += 1
+            for name, perturbation in conditions.items():
+                shown = images if perturbation is None else [perturbation.apply(image) for image in images]
+                _add(results[name], labels, detector.predict(shown) if shown else [])
+            bar.update(len(chunk))
+    return results
+
+
+def _add(scored: Scored, labels: list[int], predictions: Sequence[Any]) -> None:
+    for label, prediction in zip(labels, predictions):
+        if prediction.error is not None:
+            scored.errors += 1
+        elif prediction.score is None:
+            scored.abstained += 1
+        else:
+            scored.labels.append(label)
+            scored.scores.append(float(prediction.score))
+
+
+def condition_metrics(detector: Detector, scored: Scored) -> dict[str, Any]:
+    thresholds = detector.thresholds
+    metrics = classification_metrics(scored.labels, scored.scores, thresholds.threshold, thresholds.low,
+                                     thresholds.high)
+    return {**metrics, "abstained": scored.abstained, "errors": scored.errors}
+
+
+def evaluation(detector: Detector, labelled: LabelledSet, results: dict[str, Scored]) -> dict[str, Any]:
+    """One JSON object: clean metrics at the top level, each perturbation under ``perturbations``."""
+    summary = {"detector": detector.name, "family": detector.family, "version": detector.version,
+               "data": labelled.source, "data_fingerprint": labelled.fingerprint(),
+               **condition_metrics(detector, results[CLEAN])}
+    perturbed = {name: condition_metrics(detector, scored) for name, scored in results.items() if name != CLEAN}
+    if perturbed:
+        summary["perturbations"] = perturbed
+    return summary
