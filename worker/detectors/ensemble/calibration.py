@@ -3,8 +3,8 @@
 Each member's raw score is mapped through the empirical CDF of its raw scores on held-out real
 images, so a normalised score of 0.97 reads "more anomalous than 97% of real images" whatever
 the member's units. Past the largest held-out score the map keeps rising along an exponential
-tail instead of saturating, so two strong anomalies stay ordered. The ensemble score is the
-weighted mean of the normalised scores (a soft weighted vote); the decision threshold is a
+tail instead of saturating, so two strong anomalies stay ordered. The members then vote: the
+weighted geometric mean of their tail probabilities (see :func:`weighted_vote`); the decision threshold is a
 percentile of that vote on a second held-out set, and the vote is finally bent piecewise-linearly
 so that this threshold sits at 0.5, like every other fakescan detector.
 """
@@ -51,8 +51,15 @@ class ScoreScale:
 
 
 def weighted_vote(parts: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """One minus the weighted geometric mean of the members' tail probabilities ``1 - s``.
+
+    This is Fisher's way of combining p-values, kept in [0, 1]: one member that is very sure
+    (s = 0.999) moves the vote more than several that are mildly unsure, which an arithmetic
+    mean of weak members would drown out.
+    """
     total = sum(weights[name] for name in parts)
-    return sum(weights[name] * values for name, values in parts.items()) / total
+    log_tail = sum(weights[name] * np.log(np.clip(1 - values, 1e-12, 1)) for name, values in parts.items())
+    return 1 - np.exp(log_tail / total)
 
 
 def vote_threshold(vote: np.ndarray, percentile: float) -> float:

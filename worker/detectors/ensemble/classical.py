@@ -83,14 +83,18 @@ class SklearnMember(Member):
 @register_member("texture-ocsvm")
 class TextureOneClassSVM(SklearnMember):
     features = ("texture",)
-    summary = "one-class SVM (RBF, nu=0.03) over LBP and co-occurrence texture"
+    summary = "one-class SVM (RBF, nu=0.03) over whitened LBP and co-occurrence texture"
 
     def build(self, context: FitContext, n_samples: int) -> Any:
+        from sklearn.decomposition import PCA
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import OneClassSVM
 
-        return make_pipeline(StandardScaler(), OneClassSVM(kernel="rbf", nu=0.03, gamma="scale"))
+        # whitened inputs have unit variance in every direction, so one RBF width fits all of them;
+        # 0.5 keeps the boundary local enough to follow the real images' curved texture manifold
+        return make_pipeline(StandardScaler(), PCA(n_components=0.99, whiten=True, random_state=context.seed),
+                             OneClassSVM(kernel="rbf", nu=0.03, gamma=0.5))
 
 
 @register_member("isolation-forest")
@@ -108,8 +112,8 @@ class FrequencySpatialIsolationForest(SklearnMember):
 
 @register_member("patch-lof")
 class PatchLocalOutlierFactor(SklearnMember):
-    features = ("patches",)
-    summary = "local outlier factor (novelty mode, 20 neighbours) over multi-scale patch statistics"
+    features = ("patches", "residual_stats")
+    summary = "local outlier factor (novelty mode, 20 neighbours) over multi-scale patch and residual statistics"
 
     def build(self, context: FitContext, n_samples: int) -> Any:
         from sklearn.neighbors import LocalOutlierFactor

@@ -60,7 +60,7 @@ class EdgeFlow(nn.Module):
 class EdgeNormalizingFlow(TorchMember):
     features = ("edges_multiscale",)
     summary = "RealNVP-style affine-coupling flow over multi-scale Sobel edge features; negative log-likelihood"
-    epochs = 20
+    epochs = 12
     lr = 1e-3
 
     def build(self) -> nn.Module:

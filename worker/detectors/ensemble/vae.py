@@ -53,7 +53,7 @@ def spectral_consistency(reconstruction: torch.Tensor, target: torch.Tensor, sca
 class FrequencyVAE(TorchMember):
     features = ("fft_multiscale",)
     summary = "VAE over multi-scale FFT magnitude and phase with a spectral consistency loss; reconstruction error"
-    epochs = 60
+    epochs = 30
     lr = 2e-3
 
     def build(self) -> nn.Module:

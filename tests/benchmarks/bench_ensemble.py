@@ -1,0 +1,109 @@
+"""Benchmark: a fitted one-class ensemble and each of its members on a labelled set (fake = positive).
+
+Not a test (pytest does not collect ``bench_*``). ``fakescan evaluate`` measures the ensemble's
+score; this also measures every member on its own, each flagging an image when its normalised
+score passes the ensemble's percentile (by default the 95th percentile of held-out real images),
+so an operator can see what each member contributes.
+
+    .venv/bin/python -m tests.benchmarks.bench_ensemble DETECTOR_DIR DATA [--limit 4000] [--seed 0] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fakescan.settings import load_settings
+from worker.training.metrics import classification_metrics
+
+CHUNK = 512
+COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "false_positive_rate")
+
+
+def balanced_sample(labelled: Any, limit: int, seed: int) -> list[Any]:
+    """A seeded random half-real, half-fake sample. Random rather than evenly spread over the sorted
+    keys: CIFAKE's names ("12 (3).jpg") sort by image number first, so a fixed stride would keep
+    only a few of the ten CIFAR classes."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in (0, 1):
+        items = [item for item in labelled.items if item.label == label]
+        picked = rng.choice(len(items), size=min(limit // 2, len(items)), replace=False)
+        chosen += [items[i] for i in sorted(picked)]
+    return chosen
+
+
+def score_all(detector: Any, labelled: Any, items: list[Any],
+              max_pixels: int) -> tuple[list[int], list[float], dict[str, list[float]]]:
+    from worker.decode import DecodeError, decode_image
+
+    labels: list[int] = []
+    scores: list[float] = []
+    parts: dict[str, list[float]] = {name: [] for name in detector.members}
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start:start + CHUNK]
+        images, chunk_labels = [], []
+        for item, data in zip(chunk, labelled.read_many(chunk)):
+            try:
+                images.append(decode_image(data, max_pixels))
+                chunk_labels.append(item.label)
+            except DecodeError:
+                continue
+        for label, prediction in zip(chunk_labels, detector.predict(images)):
+            labels.append(label)
+            scores.append(prediction.score)
+            for name, value in prediction.parts.items():
+                parts[name].append(value)
+    return labels, scores, parts
+
+
+def measure(folder: str, data: str, limit: int, seed: int) -> dict[str, Any]:
+    from fakescan.catalog import ref_from_folder
+    from worker.detectors import load_detector
+    from worker.training.data import open_labelled
+
+    settings = load_settings()
+    detector = load_detector(ref_from_folder(Path(folder).resolve()), settings)
+    labelled = open_labelled(data, settings)
+    started = time.perf_counter()
+    labels, scores, parts = score_all(detector, labelled, balanced_sample(labelled, limit, seed),
+                                      settings.max_image_pixels)
+    seconds = time.perf_counter() - started
+    member_threshold = detector.manifest["ensemble"]["percentile"] / 100
+    rows = {"ensemble": classification_metrics(labels, scores, detector.thresholds.threshold)}
+    rows.update({name: classification_metrics(labels, values, member_threshold) for name, values in parts.items()})
+    return {"detector": detector.name, "version": detector.version, "data": data, "n": len(labels),
+            "n_real": labels.count(0), "n_fake": labels.count(1), "images_per_second": round(len(labels) / seconds, 1),
+            "training": detector.manifest.get("training", {}),
+            "metrics": {name: {k: m[k] for k in COLUMNS} for name, m in rows.items()}}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"{result['detector']} {result['version']} on {result['data']}: {result['n_real']} real + "
+          f"{result['n_fake']} fake, {result['images_per_second']} images/s")
+    print(f"{'':<20}" + "".join(f"{c[:9]:>10}" for c in COLUMNS))
+    for name, m in result["metrics"].items():
+        print(f"{name:<20}" + "".join(f"{m[c]:>10.4f}" for c in COLUMNS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("detector", help="a fitted one-class-ensemble folder")
+    parser.add_argument("data", help="labelled set with real/ and fake/ folders (folder, .zip, s3://)")
+    parser.add_argument("--limit", type=int, default=4000, help="images in all, balanced (default 4000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    result = measure(args.detector, args.data, args.limit, args.seed)
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
