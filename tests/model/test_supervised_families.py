@@ -45,6 +45,8 @@ def test_family_trains_saves_and_loads(family, tiny_set, tmp_path):
     assert loaded.scores(images) == trained.scores(images)
     assert all(0.0 <= score <= 1.0 for score in loaded.scores(images))
     assert loaded.manifest["training"]["data_fingerprint"].startswith("sha256:")
+    overlays = loaded.explain(images[0])
+    assert overlays and all(overlay.size[0] >= images[0].size[0] for overlay in overlays.values())
 
 
 def test_same_seed_gives_the_same_weights(tiny_set, tmp_path):

@@ -1,8 +1,8 @@
 """Compact CNN (model card): rescale → Conv+BN+MaxPool blocks (32/64/128) → global pooling → dropout → softmax.
 
-``widths`` and ``convs_per_block`` in the manifest's options scale the same design up; the
-bundled default is such a wider variant. Grad-CAM on the last block explains both classes.
-"""
+Options scale the same design: ``widths`` (one block per entry), ``convs_per_block`` and
+``pool_first`` (pool before BatchNorm+ReLU, cheaper on CPU). The bundled default is four blocks
+of 32/64/128/256 with ``pool_first``. Grad-CAM explains both classes."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from fakescan.catalog import MANIFEST
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
+from worker.detectors.base import Detector
 from worker.detectors.torch_classifier import (WEIGHTS, TorchClassifier, fake_probability, normalise,
                                                read_state_dict, weights_digest)
 from worker.training.config import Stage, TrainConfig
@@ -50,30 +51,38 @@ class Run:
     progress: bool
 
 
-def trainable_class(family: str) -> type[TorchClassifier]:
+def trainable_class(family: str) -> type[Detector]:
+    """A family ``fakescan train`` can fit: a TorchClassifier, or one with its own ``fine_tune``."""
     from fakescan.catalog import families
     from worker.detectors import detector_class
 
     cls = detector_class(family)
-    if not issubclass(cls, TorchClassifier):
-        trainable = [name for name in sorted(families()) if _is_trainable(name)]
+    if not _is_trainable(cls):
+        trainable = [name for name in sorted(families()) if _is_trainable(_class_or_none(name))]
         raise UsageError(f"family {family!r} is not trained with 'fakescan train'; trainable: {', '.join(trainable)}")
     return cls
 
 
-def _is_trainable(family: str) -> bool:
+def _is_trainable(cls: type[Detector] | None) -> bool:
+    return cls is not None and (issubclass(cls, TorchClassifier) or callable(getattr(cls, "fine_tune", None)))
+
+
+def _class_or_none(family: str) -> type[Detector] | None:
     from worker.detectors import detector_class
 
     try:
-        return issubclass(detector_class(family), TorchClassifier)
-    except Exception:  # a family whose optional dependencies are missing is simply not listed
-        return False
+        return detector_class(family)
+    except ImportError:  # a family whose optional dependencies are missing is simply not listed
+        return None
 
 
 def train(family: str, data: str, out: Path, config: TrainConfig, settings: Settings,
-          command: str = "", name: str | None = None, progress: bool = True) -> TorchClassifier:
+          command: str = "", name: str | None = None, progress: bool = True) -> Detector:
     """Train, validate, choose the threshold and write the detector folder; returns the trained detector."""
     cls = trainable_class(family)
+    if not issubclass(cls, TorchClassifier):  # a family with its own schedule (siglip2's staged fine-tuning)
+        manifest = cls.fine_tune(data, out, config, settings, command=command, name=name, progress=progress)
+        return cls.load(out, manifest, config.device, config.precision)
     options = cls.complete_options(config.options)
     preprocessing = cls.preprocessing_for(options)
     _make_deterministic(config)
