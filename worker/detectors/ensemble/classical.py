@@ -60,11 +60,11 @@ class SklearnMember(Member):
         return -self.model.score_samples(inputs)
 
     def fit(self, bank: FeatureBank, context: FitContext) -> None:
-        inputs = bank.stack(self.features)
+        inputs = self.inputs(bank)
         self.model = self.build(context, len(inputs)).fit(inputs)
 
     def score(self, bank: FeatureBank) -> np.ndarray:
-        return np.asarray(self.raw_score(bank.stack(self.features)), dtype=np.float64)
+        return np.asarray(self.raw_score(self.inputs(bank)), dtype=np.float64)
 
     def save(self, folder: Path) -> list[str]:
         import skops.io as sio

@@ -92,7 +92,7 @@ def fit_ensemble(images: np.ndarray, options: FitOptions) -> tuple[OneClassEnsem
 
 def build_manifest(options: FitOptions, members: dict[str, Member], scales: dict[str, ScoreScale],
                    threshold: float) -> dict[str, Any]:
-    entries = [{"name": name, "summary": member.summary, "features": list(member.features),
+    entries = [{"name": name, "summary": member.summary, "features": list(member.config["features"]),
                 "weight": options.weights[name], "config": member.config, "scale": scales[name].as_json()}
                for name, member in members.items()]
     return {

@@ -72,4 +72,4 @@ class EdgeNormalizingFlow(TorchMember):
 
     def score(self, bank: FeatureBank) -> np.ndarray:
         return score_in_batches(lambda batch: -self.module.log_prob(self.module.standardise(batch)),
-                                self.inputs(bank), self.device)
+                                self.tensor(bank), self.device)

@@ -34,6 +34,12 @@ class Member(ABC):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = dict(config or {})
+        # a saved member keeps the feature list it was fitted on, so a later change of the class
+        # default cannot feed it columns it has never seen
+        self.config.setdefault("features", list(self.features))
+
+    def inputs(self, bank: FeatureBank) -> np.ndarray:
+        return bank.stack(tuple(self.config["features"]))
 
     @abstractmethod
     def fit(self, bank: FeatureBank, context: FitContext) -> None:

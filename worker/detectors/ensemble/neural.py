@@ -78,11 +78,11 @@ class TorchMember(Member):
     def build(self) -> nn.Module:
         raise NotImplementedError
 
-    def inputs(self, bank: FeatureBank) -> torch.Tensor:
-        return torch.from_numpy(bank.stack(self.features))
+    def tensor(self, bank: FeatureBank) -> torch.Tensor:
+        return torch.from_numpy(self.inputs(bank))
 
     def fit(self, bank: FeatureBank, context: FitContext) -> None:
-        inputs = self.inputs(bank)
+        inputs = self.tensor(bank)
         self.prepare(inputs, context)
         torch.manual_seed(context.seed)
         self.module = self.build().to(context.device)

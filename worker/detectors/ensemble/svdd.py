@@ -93,4 +93,4 @@ class DeepSVDD(TorchMember):
         self.module.centre.copy_(centre)
 
     def score(self, bank: FeatureBank) -> np.ndarray:
-        return score_in_batches(self.module.distance, self.inputs(bank), self.device)
+        return score_in_batches(self.module.distance, self.tensor(bank), self.device)

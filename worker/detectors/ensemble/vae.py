@@ -73,4 +73,4 @@ class FrequencyVAE(TorchMember):
             reconstruction, _, _ = self.module(x, sample=False)
             return ((reconstruction - x) ** 2).mean(dim=1)
 
-        return score_in_batches(error, self.inputs(bank), self.device)
+        return score_in_batches(error, self.tensor(bank), self.device)
