@@ -89,6 +89,7 @@ def test_saved_ensemble_reloads_with_identical_scores(fitted: OneClassEnsemble, 
     assert ref.family == "one-class-ensemble" and ref.version == fitted.version and ref.version.startswith("oce-")
     manifest = ref.manifest
     assert [entry["name"] for entry in manifest["ensemble"]["members"]] == member_names()
+    assert all(entry["config"]["features"] == entry["features"] for entry in manifest["ensemble"]["members"])
     assert sorted(p.name for p in (saved / MEMBERS_DIR).iterdir()) == sorted(
         name for entry in manifest["ensemble"]["members"] for name in entry["files"])
     reloaded = load_detector(ref, load_settings())

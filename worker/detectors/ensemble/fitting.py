@@ -103,7 +103,8 @@ def build_manifest(options: FitOptions, members: dict[str, Member], scales: dict
         # the vote is mapped so that its fitted threshold is 0.5 (see calibration.to_detector_score)
         "thresholds": Thresholds(0.5).as_json(),
         "ensemble": {"size": options.size, "members": entries, "percentile": options.percentile,
-                     "vote_threshold": threshold, "vote": "1 - weighted geometric mean of (1 - per-member empirical-CDF score)"},
+                     "vote_threshold": threshold,
+                     "vote": "1 - weighted geometric mean of (1 - per-member empirical-CDF score)"},
     }
 
 
