@@ -256,7 +256,9 @@ def refresh_batchnorm(module: nn.Module, bank: ImageBank, device: str, batch_siz
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average
     module.train()
-    for indices in torch.arange(min(len(bank), max_images)).split(batch_size):
+    # a seeded sample of the whole set: the bank is sorted by key, so its head may be one class only
+    chosen = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:max_images]
+    for indices in chosen.split(batch_size):
         module(normalise(bank.take(indices).to(device), bank.preprocessing))
     for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
