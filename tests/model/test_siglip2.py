@@ -180,3 +180,20 @@ def test_bad_bases_are_refused(tmp_path: Path, data: Path) -> None:
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
     with pytest.raises(DetectorError, match="got ViTForImageClassification"):
         load_base(str(vit), settings)
+
+
+def test_train_command_fine_tunes_siglip2_from_base(base: Path, data: Path, tmp_path: Path) -> None:
+    """The user's path: `fakescan train siglip2 DATA --base CHECKPOINT --out DIR`, then use DIR."""
+    from fakescan.cli import main
+
+    out = tmp_path / "siglip2-cli"
+    options = [part for key, value in QUICK_STAGES.items() for part in ("--option", f"{key}={value}")]
+    code = main(["train", "siglip2", str(data), "--base", str(base), "--out", str(out), "--batch-size", "4",
+                 "--val-fraction", "0", "--threads", "1", "--no-progress", *options])
+    assert code == 0
+    manifest = json.loads((out / "fakescan.json").read_text())
+    assert manifest["family"] == "siglip2" and manifest["version"].startswith("siglip2-")
+    assert [stage["name"] for stage in manifest["training"]["stages"]] == ["head", "top-blocks", "full"]
+    detector = load_detector(catalog.resolve(str(out), load_settings()), load_settings())
+    scores = [p.score for p in detector.predict(tiny_images(3, seed=5))]
+    assert all(0.0 <= s <= 1.0 for s in scores)

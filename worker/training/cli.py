@@ -38,7 +38,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                         help="weight the loss by inverse class frequency (default: the family's choice)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                         help='family option, e.g. --option widths=[64,128,256] --option convs_per_block=2')
-    parser.add_argument("--backbone-weights", help="safetensors or torchvision .pth (read weights-only), local or s3://")
+    parser.add_argument("--backbone-weights", "--base", dest="backbone_weights",
+                        help="safetensors or torchvision .pth (read weights-only), or for siglip2 the base checkpoint; local or s3://")
     parser.add_argument("--limit", type=int, help="train on at most this many images, balanced (pilots)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
