@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from fakescan.errors import SourceError, UsageError
 from fakescan.settings import Settings
 
+T = TypeVar("T")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -112,6 +114,12 @@ class LocalStore(Store):
         if len(data) > max_bytes:
             raise ObjectTooLarge(f"object grew past the {max_bytes}-byte limit while reading")
         return data
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _sha256_file(path: Path) -> str:

@@ -7,16 +7,15 @@ objects at a time, so an archive of millions of keys never sits in memory. Each 
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from fakescan.catalog import DetectorRef
 from fakescan.db import scans
-from fakescan.storage import ListFilter, LocalStore, ObjectInfo, S3Store, Store
+from fakescan.storage import ListFilter, LocalStore, ObjectInfo, S3Store, Store, chunked
 from scheduler.objects import prior_results, upsert_objects
 from scheduler.options import filter_as_json
 from scheduler.retry import with_db_retries
@@ -114,7 +113,7 @@ class _ScanRun:
         self._retrying(self._start)
         pending: list[int] = []
         batch_size = self.request.batch_size
-        for chunk in _chunks(store.list(self.request.filters), self.request.chunk_size):
+        for chunk in chunked(store.list(self.request.filters), self.request.chunk_size):
             pending.extend(self._retrying(lambda: self._record_chunk(chunk)))
             while len(pending) >= batch_size:
                 self._send(pending[:batch_size])
@@ -172,9 +171,3 @@ class _ScanRun:
     def _report(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.counts)
-
-
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
