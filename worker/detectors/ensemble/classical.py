@@ -7,6 +7,8 @@ because a pickle-like load of an arbitrary object can run code.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,9 @@ class SklearnMember(Member):
         super().__init__(config)
         self.model: Any = None
 
+    @abstractmethod
     def build(self, context: FitContext, n_samples: int) -> Any:
-        raise NotImplementedError
+        """The unfitted scikit-learn estimator or pipeline of this member."""
 
     def raw_score(self, inputs: np.ndarray) -> np.ndarray:
         return -self.model.score_samples(inputs)

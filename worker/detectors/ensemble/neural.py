@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,8 +77,9 @@ class TorchMember(Member):
         self.module: nn.Module | None = None
         self.device = "cpu"
 
+    @abstractmethod
     def build(self) -> nn.Module:
-        raise NotImplementedError
+        """The untrained torch module of this member."""
 
     def tensor(self, bank: FeatureBank) -> torch.Tensor:
         return torch.from_numpy(self.inputs(bank))
@@ -95,8 +98,9 @@ class TorchMember(Member):
         """Data-dependent buffers set before training (by default the input standardisation)."""
         self.module.standardise.set_from(inputs)
 
+    @abstractmethod
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The training loss of one mini-batch."""
 
     def prepare(self, inputs: torch.Tensor, context: FitContext) -> None:
         """Record the input width (the module is built from config) and where training runs."""
