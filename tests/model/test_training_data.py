@@ -42,6 +42,17 @@ def test_limit_keeps_both_classes(tmp_path):
     assert labelled.limited(4).counts() == {"real": 2, "fake": 2}
 
 
+def test_limit_is_a_seeded_random_draw(tmp_path):
+    labelled = open_labelled(str(write_folder(tmp_path, labelled_files(per_class=40))), load_settings())
+    keys = {seed: [item.key for item in labelled.limited(10, seed).items] for seed in (0, 1)}
+    assert [item.key for item in labelled.limited(10, 0).items] == keys[0]  # same seed, same draw
+    assert labelled.limited(10, 1).counts() == {"real": 5, "fake": 5}
+    assert keys[0] != keys[1]
+    reals = sorted(item.key for item in labelled.items if item.label == 0)
+    stride = [reals[int(i * len(reals) / 5)] for i in range(5)]
+    assert sorted(k for k in keys[0] if k in reals) != stride  # not every n-th sorted name
+
+
 def test_unlabelled_and_malformed_sources_are_data_errors(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "a.png").write_bytes(b"x")

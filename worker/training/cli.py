@@ -91,7 +91,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, a TSV report and PNG plots")
     parser.add_argument("--perturb", metavar="LIST", help="also measure under e.g. jpeg:75,resize:0.5,blur:1")
-    parser.add_argument("--limit", type=int, help="evaluate at most this many images, balanced")
+    parser.add_argument("--limit", type=int, help="evaluate at most this many images, balanced, drawn at random")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.set_defaults(handler=run_evaluate)
 
@@ -103,7 +104,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     perturbations = parse_perturbations(args.perturb)
     detector = open_detector(args.detector, settings)
-    labelled = open_labelled(args.data, settings).limited(args.limit)
+    labelled = open_labelled(args.data, settings).limited(args.limit, args.seed)
     results = score_set(detector, labelled, perturbations, progress=args.progress)
     summary = evaluation(detector, labelled, results)
     if args.report:
@@ -138,7 +139,8 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--uncertain-band", type=float, default=0.0, metavar="W",
                         help="width of the score band around the threshold reported as 'uncertain'")
     parser.add_argument("--out", type=Path, help="write a calibrated copy here instead of rewriting in place")
-    parser.add_argument("--limit", type=int, help="use at most this many images, balanced")
+    parser.add_argument("--limit", type=int, help="use at most this many images, balanced, drawn at random")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.set_defaults(handler=run_calibrate)
 
@@ -151,7 +153,7 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--target-fpr must be in [0, 1)")
     if not 0 <= args.uncertain_band < 1:
         raise UsageError("--uncertain-band must be in [0, 1)")
-    labelled = open_labelled(args.data, settings).limited(args.limit)
+    labelled = open_labelled(args.data, settings).limited(args.limit, args.seed)
     manifest = calibrate(args.detector, labelled, settings, args.target_fpr, args.objective, args.uncertain_band,
                          args.out, progress=args.progress)
     achieved = manifest["calibration"]["metrics"]

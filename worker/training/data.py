@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import random
 import zipfile
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -74,16 +75,20 @@ class LabelledSet(ABC):
         fakes = sum(self.labels)
         return {"real": len(self.items) - fakes, "fake": fakes}
 
-    def limited(self, limit: int | None) -> "LabelledSet":
-        """At most ``limit`` items, balanced across classes and spread over the sorted order."""
+    def limited(self, limit: int | None, seed: int = 0) -> "LabelledSet":
+        """At most ``limit`` items, balanced across classes, drawn at random with ``seed``.
+
+        A random draw, not a stride over the sorted keys: CIFAKE-style names sort by generation
+        batch or source class, so every n-th name would over-sample some of them.
+        """
         if not limit or limit >= len(self.items):
             return self
+        rng = random.Random(seed)
         chosen: list[LabelledItem] = []
         for label in (REAL, FAKE):
             members = [item for item in self.items if item.label == label]
             want = limit // 2 + (limit % 2 if label == REAL else 0)
-            step = max(len(members) / max(want, 1), 1.0)
-            chosen += [members[int(i * step)] for i in range(min(want, len(members)))]
+            chosen += rng.sample(members, min(want, len(members)))
         return _Subset(self, sorted(chosen, key=lambda item: item.key))
 
     def _finish(self) -> None:

@@ -202,7 +202,7 @@ def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Sett
     model, processor, base = load_base(config.backbone_weights, settings)
     detector = Siglip2Detector(name or out.name, "", {"thresholds": {"threshold": 0.5}}, model, processor,
                                config.device, config.precision)
-    labelled = open_labelled(data, settings).limited(config.limit)
+    labelled = open_labelled(data, settings).limited(config.limit, config.seed)
     bank = load_bank(labelled, preprocessing_of(processor), progress)
     train_bank, validation = split_validation(bank, config.val_fraction)
     detector.manifest.update(preprocessing=bank.preprocessing.as_json(), training={

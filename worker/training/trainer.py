@@ -86,7 +86,7 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
     options = cls.complete_options(config.options)
     preprocessing = cls.preprocessing_for(options)
     _make_deterministic(config)
-    labelled = open_labelled(data, settings).limited(config.limit)
+    labelled = open_labelled(data, settings).limited(config.limit, config.seed)
     bank = load_bank(labelled, preprocessing, progress)
     train_bank, validation = _split(bank, config.val_fraction)
     module = cls.build_module(options)
