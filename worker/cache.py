@@ -1,4 +1,4 @@
-"""What a worker process builds once and reuses for every batch: detectors and store clients.
+"""What a worker process builds once and reuses for every batch: detectors, store clients, fetch threads.
 
 Models are built lazily, on the first batch that needs them, inside the process that runs the
 batch. A prefork pool therefore loads them in each child after the fork (CUDA contexts and
@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from fakescan.catalog import MANIFEST, DetectorRef, local_folder, read_manifest
@@ -26,13 +27,17 @@ log = logging.getLogger(__name__)
 
 
 class ProcessCache:
-    """Detectors keyed by (name, version) and stores keyed by root, for one process."""
+    """Detectors keyed by (name, version), stores keyed by root and the fetch threads, for one process.
+
+    The fetch pool lives as long as the process: starting a dozen threads for every batch costs
+    more than a metadata-only detector spends on the whole batch."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pid = os.getpid()
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._stores: dict[str, Store] = {}
+        self._fetch_pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # the threads pool shares one cache; build each model once
 
     def detector(self, ref: DetectorRef) -> Detector:
@@ -54,6 +59,19 @@ class ProcessCache:
                 self._stores[root] = open_store(root, self.settings)
             return self._stores[root]
 
+    def fetch_pool(self) -> ThreadPoolExecutor:
+        self._forget_if_forked()
+        with self._lock:
+            if self._fetch_pool is None:
+                self._fetch_pool = ThreadPoolExecutor(self.settings.fetch_concurrency, thread_name_prefix="fetch")
+            return self._fetch_pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._fetch_pool = self._fetch_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     def loaded(self) -> list[tuple[str, str]]:
         return sorted(self._detectors)
 
@@ -62,6 +80,7 @@ class ProcessCache:
             self._pid = os.getpid()
             self._lock = threading.Lock()
             self._detectors, self._stores = {}, {}
+            self._fetch_pool = None  # its threads stayed behind in the parent
 
 
 def with_manifest(ref: DetectorRef, settings: Settings) -> DetectorRef:

@@ -9,7 +9,6 @@ about the infrastructure: :class:`InfrastructureFault` propagates and the task r
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -41,9 +40,9 @@ class FetchedObject:
 
 def fetch_all(objects: Sequence["BatchObject"], settings: Settings, cache: "ProcessCache") -> list[FetchedObject]:
     """Every object's bytes or its bad-input reason, in input order; InfrastructureFault on a fault."""
-    workers = max(1, min(settings.fetch_concurrency, len(objects)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
-        return list(pool.map(lambda item: fetch_one(item, settings, cache), objects))
+    if len(objects) <= 1:
+        return [fetch_one(item, settings, cache) for item in objects]
+    return list(cache.fetch_pool().map(lambda item: fetch_one(item, settings, cache), objects))
 
 
 def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache") -> FetchedObject:

@@ -35,6 +35,7 @@ class WorkerRuntime:
         return cls(settings, engine, make_sessionmaker(engine), ProcessCache(settings), os.getpid())
 
     def close(self) -> None:
+        self.cache.close()
         self.engine.dispose()
 
 
