@@ -119,20 +119,33 @@ def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settin
 
 
 def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Settings) -> None:
-    from fakescan.db.queries import scan_outcomes
+    """Counts of the scan: result rows (one per object and detector) by status and by detector,
+    and the combined verdicts (one per object) under the policy in use."""
+    from fakescan.db.queries import scan_outcomes_by_detector
+    from fakescan.db.verdicts import verdict_counts
+    from fakescan.verdicts import load_policy
 
+    policy = load_policy(settings.verdict_policy)
     with sessions() as session:
-        outcomes = scan_outcomes(session, scan_id)
+        outcomes = scan_outcomes_by_detector(session, scan_id)
+        combined = verdict_counts(session, policy.version, scan_id)
     statuses = {status: 0 for status in ("ok", "error")}
-    verdicts = {verdict: 0 for verdict in ("fake", "real", "uncertain", "none")}
-    for (status, verdict), count in outcomes.items():
+    detectors: dict[str, dict[str, int]] = {}
+    for (detector, status, verdict), count in outcomes.items():
         statuses[status] = statuses.get(status, 0) + count
-        if status == "ok":  # "none": judged, but the detector found no evidence either way (provenance)
-            verdicts[verdict or "none"] = verdicts.get(verdict or "none", 0) + count
+        tally = detectors.setdefault(detector, {})
+        key = "error" if status != "ok" else (verdict or "none")  # "none": ok, but no evidence either way
+        tally[key] = tally.get(key, 0) + count
+    verdicts = {verdict: combined.get(verdict, 0) for verdict in ("fake", "real", "uncertain")}
+    verdicts["none"] = combined.get(None, 0)
     print(f"listed {progress.listed}  enqueued {progress.enqueued}  skipped {progress.skipped}")
     print(f"done {progress.done}  failed {progress.failed}  state {progress.state}")
     print("results " + "  ".join(f"{name} {count}" for name, count in statuses.items()))
-    print("verdicts " + "  ".join(f"{name} {count}" for name, count in verdicts.items()))
+    for detector, tally in sorted(detectors.items()):
+        order = [k for k in ("fake", "real", "uncertain", "none", "error") if k in tally]
+        print(f"  {detector}: " + "  ".join(f"{name} {tally[name]}" for name in order))
+    print("verdicts " + "  ".join(f"{name} {count}" for name, count in verdicts.items())
+          + f"  (one per object, policy {policy.version})")
     print(f"database {_database_location(settings)}")
 
 

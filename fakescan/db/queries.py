@@ -94,14 +94,14 @@ def prefix_condition(prefix: str) -> ColumnElement[bool]:
     return StoredObject.key.startswith(prefix, autoescape=True)
 
 
-def scan_outcomes(session: Session, scan_id: int) -> dict[tuple[str, str | None], int]:
-    """(status, verdict) -> count over the results of a scan's enqueued objects."""
+def scan_outcomes_by_detector(session: Session, scan_id: int) -> dict[tuple[str, str, str | None], int]:
+    """(detector, status, verdict) -> count over the results of a scan's enqueued objects."""
     scan = scans.get_scan(session, scan_id)
     rows = session.execute(
-        select(Result.status, Result.verdict, func.count())
+        select(Result.detector, Result.status, Result.verdict, func.count())
         .join(ScanItem, and_(ScanItem.object_id == Result.object_id, ScanItem.scan_id == scan.id))
         .where(same_detectors(scan.detectors))
-        .group_by(Result.status, Result.verdict)
+        .group_by(Result.detector, Result.status, Result.verdict)
     )
-    return {(status, verdict): count for status, verdict, count in rows}
+    return {(detector, status, verdict): count for detector, status, verdict, count in rows}
 

@@ -3,6 +3,8 @@ result, and the combined verdict of every object follows the policy."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 
 import pytest
@@ -107,7 +109,15 @@ def test_mixed_folder_scan(archive, tmp_path, capsys):
                                    else "uncertain"), key
     assert verdicts["not-an-image.jpg"].verdict is None
 
-    capsys.readouterr()
+    # the summary counts result rows per detector and one combined verdict per object
+    out = capsys.readouterr().out
+    per_verdict = Counter(verdict.verdict or "none" for verdict in verdicts.values())
+    assert (f"verdicts fake {per_verdict['fake']}  real {per_verdict['real']}  uncertain {per_verdict['uncertain']}  "
+            f"none {per_verdict['none']}  (one per object, policy {policy.version})") in out
+    tiny = Counter("error" if rows["tiny-pixels"].status != "ok" else rows["tiny-pixels"].verdict or "none"
+                   for rows in results.values())
+    assert "  tiny-pixels: " + "  ".join(f"{k} {tiny[k]}" for k in ("fake", "real", "uncertain", "none", "error")
+                                          if tiny[k]) in out
     assert main(["verdicts", "list", "--explain", "--format", "jsonl", "--verdict", "real"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     capture = next(row for row in rows if row["uri"].endswith("c2pa-capture.jpg"))
