@@ -38,6 +38,9 @@ class FamilyInfo:
     summary: str
     weightless: bool = False  # True when the family needs no trained folder (e.g. provenance)
     version: str | None = None  # the code version of a weightless family
+    # settings naming files that change a weightless family's judgements (provenance: the C2PA
+    # trust anchors); their contents are hashed into the version, so changing them re-scans
+    version_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ for _info in (
     # weightless; bump the version when its signals or scores change (results are keyed by it)
     FamilyInfo("provenance", "worker.detectors.provenance",
                "C2PA manifests, IPTC/XMP source types, generator text chunks and EXIF; reads no pixels",
-               weightless=True, version="1.0.0"),
+               weightless=True, version="1.0.0", version_files=("c2pa_trust_anchors",)),
 ):
     register_family_info(_info)
 
@@ -135,12 +138,34 @@ def ref_from_hf_folder(folder: Path) -> DetectorRef:
     return DetectorRef(folder.name, "hf-classifier", f"hf-{digest.hexdigest()[:12]}", str(folder))
 
 
-def named_detectors(home: Path | None = None) -> dict[str, DetectorRef]:
+def weightless_version(info: FamilyInfo, settings: "Settings | None") -> str:
+    """The code version, plus a hash of the files named by ``version_files`` that are configured:
+    ``1.0.0`` without trust anchors, ``1.0.0+3f2a9c1e`` with them."""
+    from fakescan.errors import UsageError
+
+    digest = hashlib.sha256()
+    configured = False
+    for setting in info.version_files:
+        location = getattr(settings, setting, None) if settings is not None else None
+        if not location:
+            continue
+        path = Path(location).expanduser()
+        try:
+            digest.update(setting.encode() + b"\0" + path.read_bytes())
+        except OSError as error:
+            raise UsageError(f"FAKESCAN_{setting.upper()}: cannot read {path}: {error.strerror}") from None
+        configured = True
+    base = info.version or "1"
+    return f"{base}+{digest.hexdigest()[:8]}" if configured else base
+
+
+def named_detectors(settings: "Settings | None" = None) -> dict[str, DetectorRef]:
     """Bundled detectors, weightless families and folders under ``$FAKESCAN_HOME/detectors``."""
     found: dict[str, DetectorRef] = {}
     for info in _FAMILIES.values():
         if info.weightless:
-            found[info.name] = DetectorRef(info.name, info.name, info.version or "1", None)
+            found[info.name] = DetectorRef(info.name, info.name, weightless_version(info, settings), None)
+    home = settings.home if settings is not None else None
     roots = [BUNDLED_DIR] + ([home / "detectors"] if home else [])
     for root in roots:
         if not root.is_dir():
@@ -155,7 +180,7 @@ def named_detectors(home: Path | None = None) -> dict[str, DetectorRef]:
 
 def resolve(spec: str, settings: "Settings") -> DetectorRef:
     """A registered name, a local detector or checkpoint folder, or an ``s3://`` prefix."""
-    named = named_detectors(settings.home)
+    named = named_detectors(settings)
     if spec in named:
         return named[spec]
     if spec.startswith("s3://"):

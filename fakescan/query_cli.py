@@ -50,7 +50,7 @@ def list_detectors(args: argparse.Namespace, settings: Settings) -> int:
     for info in sorted(catalog.families().values(), key=lambda i: i.name):
         out.write(f"  {info.name:<24} {info.summary}\n")
     out.write("DETECTORS\n")
-    for name, ref in sorted(catalog.named_detectors(settings.home).items()):
+    for name, ref in sorted(catalog.named_detectors(settings).items()):
         out.write(f"  {name:<24} family={ref.family} version={ref.version}\n")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fakescan.catalog import resolve
+from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import load_settings
 from tests import provenance_support as files
 from worker.detectors import load_detector
@@ -69,6 +70,29 @@ def test_trust_anchors_come_from_settings(signer, tmp_path, monkeypatch):
     detector = load_detector(resolve("provenance", settings), settings)
     capture = signer.sign(files.jpeg(), "image/jpeg", "digitalCapture")
     assert inspect(detector, capture).evidence["c2pa"]["trusted"] is True
+
+
+def test_trust_anchors_are_part_of_the_version(signer, tmp_path, monkeypatch):
+    """New anchors change what provenance concludes, so they must re-scan what the old ones judged."""
+    monkeypatch.delenv("FAKESCAN_C2PA_TRUST_ANCHORS", raising=False)
+    plain = resolve("provenance", load_settings()).version
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text(signer.root_pem)
+    monkeypatch.setenv("FAKESCAN_C2PA_TRUST_ANCHORS", str(anchors))
+    first = resolve("provenance", load_settings())
+    assert plain == "1.0.0" and first.version.startswith("1.0.0+") and first.version != plain
+    anchors.write_text(signer.root_pem + "\n")  # another bundle, another version
+    second = resolve("provenance", load_settings())
+    assert second.version not in (plain, first.version)
+
+    # a worker whose anchors differ from those the scan was resolved with refuses to judge
+    with pytest.raises(DetectorError, match="configure the same trust anchors"):
+        load_detector(first, load_settings())
+    assert load_detector(second, load_settings()).version == second.version
+
+    monkeypatch.setenv("FAKESCAN_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
+    with pytest.raises(UsageError, match="FAKESCAN_C2PA_TRUST_ANCHORS: cannot read"):
+        resolve("provenance", load_settings())
 
 
 def test_pixels_altered_after_signing_break_the_binding(untrusting, ai_jpeg):

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from fakescan.errors import DetectorError
 from worker.detectors import register_family
 from worker.detectors.base import Detector, Prediction, Sample
 from worker.detectors.provenance.containers import HostileMetadata, RawMetadata, read_metadata
@@ -40,12 +41,21 @@ class ProvenanceDetector(Detector):
 
     @classmethod
     def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "ProvenanceDetector":
+        from fakescan.catalog import family_info, weightless_version
         from fakescan.settings import load_settings  # the load contract carries no settings
 
-        anchors = load_settings().c2pa_trust_anchors
+        settings = load_settings()
+        # the version lives in fakescan.catalog (the scheduler keys results by it without importing
+        # us) and covers the trust anchors: a worker configured with other anchors than the
+        # scheduler's would label its judgements with a version that did not make them
+        version = weightless_version(family_info(cls.family), settings)
+        if manifest.get("version") and str(manifest["version"]) != version:
+            raise DetectorError(f"the scan asked for provenance {manifest['version']}, this worker's "
+                                f"FAKESCAN_C2PA_TRUST_ANCHORS make it {version}: configure the same trust anchors "
+                                "on the scheduler and the workers")
+        anchors = settings.c2pa_trust_anchors
         pem = Path(anchors).expanduser().read_text() if anchors else None
-        # the version lives in fakescan.catalog (the scheduler keys results by it without importing us)
-        return cls(manifest["name"], str(manifest["version"]), manifest, pem)
+        return cls(manifest["name"], version, manifest, pem)
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         raise TypeError("the provenance detector reads file bytes, not pixels: call predict_samples")
