@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Mapping, Sequence
+from typing import Any, ClassVar, ContextManager, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -57,14 +57,8 @@ def autocast(device: str, precision: str) -> ContextManager[Any]:
     return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
 
 
-def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, Any]:
-    """The classification model (eval mode, CPU) and image processor saved in a local folder.
-
-    ``model_overrides`` go to ``from_pretrained`` (a fine-tuning run replaces the head with them).
-    """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-    from transformers.utils import logging as hf_logging
-
+def check_checkpoint_folder(folder: Path | None) -> Path:
+    """DetectorError unless ``folder`` holds a config.json and safetensors weights (pickles are named, not loaded)."""
     if folder is None or not (folder / "config.json").is_file():
         raise DetectorError(f"no Hugging Face checkpoint (config.json) in {folder}")
     if not any(folder.glob("*.safetensors")):
@@ -72,9 +66,39 @@ def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, A
         raise DetectorError(f"no safetensors weights in {folder}" + (
             f" ({', '.join(pickles)} is pickled and is not loaded: re-save with safe_serialization=True)"
             if pickles else ""))
+    return folder
+
+
+def route_transformers_logs() -> None:
+    from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()  # worker logs are line-oriented; tqdm bars would garble them
     hf_logging.disable_default_handler()  # transformers' records go through fakescan's (JSON) handler
     hf_logging.enable_propagation()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings silenced for a while (a load report listing tensors left unused on purpose)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, Any]:
+    """The classification model (eval mode, CPU) and image processor saved in a local folder.
+
+    ``model_overrides`` go to ``from_pretrained`` (a fine-tuning run replaces the head with them).
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    check_checkpoint_folder(folder)
+    route_transformers_logs()
     try:
         model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                                 **model_overrides)

@@ -16,13 +16,12 @@ same weights.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from fakescan import catalog
 from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import Settings
-from worker.detectors.hf_classifier import autocast, fake_label_indices, load_checkpoint
+from worker.detectors.hf_classifier import autocast, fake_label_indices, load_checkpoint, quiet_transformers
 from worker.detectors.siglip2 import (Siglip2Detector, check_architecture, encoder_blocks, head_parameters,
                                       preprocessing_of, set_trainable, top_block_parameters)
 from worker.detectors.torch_classifier import TorchClassifier, normalise
@@ -108,18 +107,6 @@ def load_base(spec: str, settings: Settings) -> tuple[Any, Any, catalog.Detector
     log.info("base %s (%s): %s", spec, ref.version,
              "fresh real/fake head" if overrides else f"keeps its head {model.config.id2label}")
     return model, processor, ref
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def class_indices(detector: Siglip2Detector) -> torch.Tensor:

@@ -61,8 +61,9 @@ def train_minibatches(module: nn.Module, inputs: torch.Tensor, loss_fn: Callable
 
 
 @torch.no_grad()
-def score_in_batches(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, device: str) -> np.ndarray:
-    parts = [fn(inputs[i:i + SCORE_BATCH].to(device)).double().cpu() for i in range(0, len(inputs), SCORE_BATCH)]
+def score_in_batches(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, device: str,
+                     batch_size: int = SCORE_BATCH) -> np.ndarray:
+    parts = [fn(inputs[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(inputs), batch_size)]
     return torch.cat(parts).numpy() if parts else np.zeros(0)
 
 
@@ -108,25 +109,32 @@ class TorchMember(Member):
         self.device = context.device
 
     def save(self, folder: Path) -> list[str]:
-        from safetensors.torch import save_file
-
         name = f"{self.name}.safetensors"
-        state = {key: value.detach().cpu().contiguous() for key, value in self.module.state_dict().items()}
-        save_file(state, str(folder / name))
+        save_state(self.module, folder / name)
         return [name]
 
     @classmethod
     def load(cls, folder: Path, config: dict[str, Any], device: str) -> "TorchMember":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         member = cls(config)
         member.device = device
         module = member.build()
-        path = folder / f"{cls.name}.safetensors"
-        try:
-            module.load_state_dict(load_file(str(path)))
-        except (OSError, SafetensorError, RuntimeError) as error:
-            raise DetectorError(f"cannot load {path.name}: {str(error).splitlines()[0]}") from None
+        load_state(module, folder / f"{cls.name}.safetensors")
         member.module = module.to(device).eval()
         return member
+
+
+def save_state(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}, str(path))
+
+
+def load_state(module: nn.Module, path: Path) -> None:
+    """Weights and buffers from a safetensors file, every key required (DetectorError when refused)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        module.load_state_dict(load_file(str(path)))
+    except (OSError, SafetensorError, RuntimeError) as error:
+        raise DetectorError(f"cannot load {path.name}: {str(error).splitlines()[0]}") from None
