@@ -51,6 +51,20 @@ def build_tiny_siglip_checkpoint(folder: Path, labels: Sequence[str] = ("real", 
     return folder
 
 
+def build_tiny_siglip_vision_checkpoint(folder: Path, seed: int = 0, image_size: int = TINY_IMAGE_SIZE,
+                                        layers: int = TINY_LAYERS) -> Path:
+    """Save a random bare ``SiglipVisionModel`` (config + safetensors, no image processor) into ``folder``."""
+    import torch
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=37,
+                                num_hidden_layers=layers, num_attention_heads=2)
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    SiglipVisionModel(config).eval().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def tiny_images(count: int, seed: int = 0, size: int = 40) -> list:
     """Deterministic RGB images of mixed sizes: half smooth gradients, half noise."""
     import numpy as np

@@ -10,6 +10,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from fakescan.settings import Settings
 
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="threshold = this percentile of held-out real scores (default 95)")
     parser.add_argument("--size", type=int, default=32, help="working size in pixels (multiple of 16, >= 32)")
     parser.add_argument("--name", default="one-class-ensemble", help="detector name in the manifest")
+    parser.add_argument("--svdd-backbone", metavar="LOCATION", default=None,
+                        help="start Deep SVDD from this SigLIP / SigLIP2 checkpoint (folder or s3:// prefix) "
+                             "instead of training its small ResNet from scratch")
+    parser.add_argument("--svdd-backbone-blocks", metavar="N", type=int, default=0,
+                        help="with --svdd-backbone: also fine-tune the top N encoder blocks (default 0: only the "
+                             "projection trains; N > 0 runs the backbone over every image every epoch)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run_fit_ensemble)
 
@@ -48,7 +55,8 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     members = parse_members(args.members)
     options = FitOptions(members=members, weights=parse_weights(args.weights, members), holdout=args.holdout,
                          percentile=args.percentile, size=args.size, seed=args.seed,
-                         device=settings.resolved_device(), progress=not args.no_progress, name=args.name)
+                         device=settings.resolved_device(), progress=not args.no_progress, name=args.name,
+                         member_config=svdd_backbone_config(args, members, settings))
     started = time.perf_counter()
     images = open_real_images(args.data, settings, args.class_dir).limited(args.limit, args.seed)
     array, skipped = load_array(images, args.size, settings, options.progress)
@@ -64,3 +72,18 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps({"folder": str(args.out), "version": detector.version,
                       "vote_threshold": round(detector.vote_threshold, 4), **detector.manifest["training"]}))
     return 0
+
+
+def svdd_backbone_config(args: argparse.Namespace, members: list[str],
+                         settings: Settings) -> dict[str, dict[str, Any]]:
+    """The deep-svdd member config of --svdd-backbone, its checkpoint checked before any image is read."""
+    from fakescan.errors import UsageError
+    from worker.detectors.ensemble.svdd_backbone import backbone_config
+
+    if args.svdd_backbone is None:
+        if args.svdd_backbone_blocks:
+            raise UsageError("--svdd-backbone-blocks needs --svdd-backbone")
+        return {}
+    if "deep-svdd" not in members:
+        raise UsageError("--svdd-backbone needs the deep-svdd member, which --members leaves out")
+    return {"deep-svdd": backbone_config(args.svdd_backbone, args.svdd_backbone_blocks, settings)}

@@ -36,3 +36,9 @@ def planted_anomalies(n: int, seed: int) -> np.ndarray:
     grid = np.where((x + y) % 2 == 0, 1.0, -1.0) * rng.uniform(0.15, 0.25, (n, 1, 1))
     wrong_colours = np.clip((scenes[..., ::-1] - 0.5) * 2.5 + 0.5, 0, 1)
     return np.clip((wrong_colours + grid[..., None]) * 255, 0, 255).astype(np.uint8)
+
+
+def probe_set(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out normal images followed by planted anomalies, and their labels (1 = anomaly)."""
+    images = np.concatenate([smooth_scenes(n, seed=1), planted_anomalies(n, seed=2)])
+    return images, np.r_[np.zeros(n), np.ones(n)]

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from fakescan.catalog import DuplicateName, UnknownDetector, ref_from_folder
 from fakescan.errors import DetectorError
 from fakescan.settings import load_settings
-from tests.model.ensemble_images import planted_anomalies, smooth_scenes
+from tests.model.ensemble_images import planted_anomalies, probe_set, smooth_scenes
 from worker.detectors import load_detector
 from worker.detectors.ensemble import member_names, parse_members
 from worker.detectors.ensemble.detector import MEMBERS_DIR, OneClassEnsemble
@@ -36,9 +36,7 @@ def fitted() -> OneClassEnsemble:
 
 @pytest.fixture(scope="module")
 def probe() -> tuple[np.ndarray, np.ndarray]:
-    """Held-out normal images followed by planted anomalies, and their labels (1 = anomaly)."""
-    images = np.concatenate([smooth_scenes(40, seed=1), planted_anomalies(40, seed=2)])
-    return images, np.r_[np.zeros(40), np.ones(40)]
+    return probe_set()
 
 
 @pytest.fixture(scope="module")

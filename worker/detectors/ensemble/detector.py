@@ -4,6 +4,7 @@ Folder layout::
 
     fakescan.json                 manifest: members, weights, score scales, threshold, training record
     members/<member>.safetensors  torch members
+    members/deep-svdd-backbone/   Deep SVDD's fine-tuned vision tower (save_pretrained), when fitted from a backbone
     members/<member>.skops        scikit-learn members (loaded with an explicit trusted-type list)
 """
 

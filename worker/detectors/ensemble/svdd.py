@@ -3,10 +3,15 @@
 The score is the squared distance of an image's embedding to that centre. Following Ruff et al.
 (2018), the network has no bias terms and its batch norms no affine shift, so it cannot map every
 input to the centre trivially. Besides the standardised RGB the encoder sees the image's Laplacian
-residual, the band where generators leave most of their traces.
+residual, the band where generators leave most of their traces. Given a ``backbone`` config
+(``fit-ensemble --svdd-backbone``), the encoder is a pretrained vision tower instead: see
+:mod:`.svdd_backbone`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,9 +20,14 @@ from torch.nn import functional as F
 
 from worker.detectors.ensemble.features import FeatureBank
 from worker.detectors.ensemble.members import FitContext, register_member
-from worker.detectors.ensemble.neural import Standardise, TorchMember, score_in_batches
+from worker.detectors.ensemble.neural import (SCORE_BATCH, Standardise, TorchMember, load_state, score_in_batches,
+                                              train_minibatches)
+from worker.detectors.ensemble.svdd_backbone import (BACKBONE_DIR, STATISTICS_IMAGES, TOWER_BATCH, BackboneEncoder,
+                                                     build_encoder, load_tower, mirrored_features, save_encoder,
+                                                     unfreeze_top_blocks)
 
 LAPLACIAN = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+EMBEDDING = 32
 
 
 def plain_norm(channels: int) -> nn.Module:
@@ -33,7 +43,18 @@ def residual_block(inputs: int, outputs: int, stride: int) -> nn.Module:
     return BasicBlock(inputs, outputs, stride, downsample, norm_layer=plain_norm)
 
 
+def centre_of(embeddings: torch.Tensor) -> torch.Tensor:
+    """The mean embedding of the untrained network, each coordinate at least 0.01 away from zero."""
+    centre = embeddings.mean(dim=0)
+    # coordinates too close to zero are trivially matched by zero weights: push them away
+    centre[(centre.abs() < 0.01) & (centre < 0)] = -0.01
+    centre[(centre.abs() < 0.01) & (centre >= 0)] = 0.01
+    return centre
+
+
 class SVDDEncoder(nn.Module):
+    batch_size = SCORE_BATCH
+
     def __init__(self, size: int, width: int, embedding: int) -> None:
         super().__init__()
         self.size = size
@@ -68,11 +89,42 @@ class DeepSVDD(TorchMember):
     lr = 1e-3
 
     def build(self) -> nn.Module:
-        return SVDDEncoder(self.config["size"], self.config.get("channels", 16), self.config.get("embedding", 32))
+        config = self.config
+        return SVDDEncoder(config["size"], config.get("channels", 16), config.get("embedding", EMBEDDING))
 
     def prepare(self, inputs: torch.Tensor, context: FitContext) -> None:
         super().prepare(inputs, context)
         self.config.setdefault("size", int(round((inputs.shape[1] / 3) ** 0.5)))
+
+    def fit(self, bank: FeatureBank, context: FitContext) -> None:
+        if "backbone" in self.config:
+            self.fit_from_backbone(bank, context)
+        else:
+            super().fit(bank, context)
+
+    def fit_from_backbone(self, bank: FeatureBank, context: FitContext) -> None:
+        """The pretrained tower plus a fresh projection; the tower stays frozen unless blocks are asked for."""
+        inputs = self.tensor(bank)
+        self.prepare(inputs, context)
+        backbone = self.config["backbone"] = dict(self.config["backbone"])  # the caller's options stay as given
+        folder = Path(backbone.pop("folder", backbone["source"]))  # a local copy: not part of the record
+        torch.manual_seed(context.seed)
+        encoder, record = build_encoder(folder, self.config["size"], self.config.setdefault("embedding", EMBEDDING))
+        backbone.update(record, blocks=unfreeze_top_blocks(encoder, int(backbone.get("blocks", 0))))
+        self.module = encoder.to(context.device)
+        features = mirrored_features(encoder, inputs[:STATISTICS_IMAGES] if backbone["blocks"] else inputs,
+                                     context.device, context.progress)
+        with torch.no_grad():
+            encoder.head.standardise.set_from(features)
+            encoder.centre.copy_(centre_of(encoder.head.embed(features.to(context.device))))
+        epochs = int(self.config.setdefault("epochs", self.epochs))
+        if backbone["blocks"]:
+            loss = train_minibatches(encoder, inputs, self.loss, context, epochs, self.lr, self.name, TOWER_BATCH)
+        else:
+            loss = train_minibatches(encoder.head.projection, features,
+                                     lambda batch: encoder.feature_distance(batch).mean(), context, epochs, self.lr,
+                                     self.name)
+        self.config["final_loss"] = loss
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         images = batch.view(len(batch), 3, self.module.size, self.module.size)
@@ -86,11 +138,24 @@ class DeepSVDD(TorchMember):
         channels = self.module.channels(sample).transpose(0, 1).reshape(6, -1).T
         self.module.standardise.set_from(channels)
         self.module.eval()
-        centre = torch.cat([self.module(sample[i:i + 256]) for i in range(0, len(sample), 256)]).mean(dim=0)
-        # coordinates too close to zero are trivially matched by zero weights: push them away
-        centre[(centre.abs() < 0.01) & (centre < 0)] = -0.01
-        centre[(centre.abs() < 0.01) & (centre >= 0)] = 0.01
-        self.module.centre.copy_(centre)
+        self.module.centre.copy_(centre_of(torch.cat([self.module(sample[i:i + 256])
+                                                      for i in range(0, len(sample), 256)])))
 
     def score(self, bank: FeatureBank) -> np.ndarray:
-        return score_in_batches(self.module.distance, self.tensor(bank), self.device)
+        return score_in_batches(self.module.distance, self.tensor(bank), self.device, self.module.batch_size)
+
+    def save(self, folder: Path) -> list[str]:
+        if "backbone" in self.config:
+            return save_encoder(self.module, folder, self.name)
+        return super().save(folder)
+
+    @classmethod
+    def load(cls, folder: Path, config: dict[str, Any], device: str) -> "DeepSVDD":
+        if "backbone" not in config:
+            return super().load(folder, config, device)
+        member = cls(config)
+        member.device = device
+        encoder = BackboneEncoder(load_tower(folder / BACKBONE_DIR), config["size"], config["embedding"])
+        load_state(encoder.head, folder / f"{cls.name}.safetensors")
+        member.module = encoder.to(device).eval()
+        return member
