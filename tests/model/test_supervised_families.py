@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fakescan.catalog import resolve
 from fakescan.cli import main
@@ -54,6 +55,24 @@ def test_same_seed_gives_the_same_weights(tiny_set, tmp_path):
     versions = {train("compact-cnn", str(tiny_set), tmp_path / str(run), config, load_settings(),
                       progress=False).version for run in range(2)}
     assert len(versions) == 1
+
+
+def test_flip_average_scores_the_mean_of_both_mirrors(tiny_set, tmp_path):
+    settings = load_settings()
+    plain = TrainConfig(epochs=1, batch_size=8, val_fraction=0.25, seed=3)
+    flipped = TrainConfig(epochs=1, batch_size=8, val_fraction=0.25, seed=3, options={"flip_average": True})
+    one = train("compact-cnn", str(tiny_set), tmp_path / "plain", plain, settings, progress=False)
+    two = train("compact-cnn", str(tiny_set), tmp_path / "flipped", flipped, settings, progress=False)
+    assert two.version == one.version + "-flip"  # the same weights, other scores
+    images = [decode_rgb(p.read_bytes()) for p in sorted(tiny_set.rglob("*.png"))[::4]]
+    mirrored = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in images]
+    expected = [(a + b) / 2 for a, b in zip(one.scores(images), one.scores(mirrored))]
+    loaded = load_detector(resolve(str(tmp_path / "flipped"), settings), settings)
+    assert loaded.options["flip_average"] is True
+    assert loaded.scores(images) == pytest.approx(expected, abs=1e-6)
+    assert loaded.scores(images) != pytest.approx(one.scores(images), abs=1e-6)
+    # validation metrics were measured the way the detector scores
+    assert loaded.manifest["training"]["validation_metrics"] != one.manifest["training"]["validation_metrics"]
 
 
 def test_unknown_family_names_the_known_ones(tiny_set, tmp_path, capsys):

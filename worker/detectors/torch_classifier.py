@@ -53,6 +53,17 @@ def fake_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)[:, 1]
 
 
+def scored_batch(module: nn.Module, batch: torch.Tensor, flip_average: bool) -> torch.Tensor:
+    """P(fake) of a normalised batch; with ``flip_average`` the mean over the image and its mirror.
+
+    Mirrored photos are just as real or fake, and training augments with flips, so averaging the
+    two views removes a little of the network's left-right noise (test-time augmentation)."""
+    probability = fake_probability(module(batch))
+    if flip_average:
+        probability = (probability + fake_probability(module(batch.flip(3)))) / 2
+    return probability
+
+
 def weights_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -63,6 +74,8 @@ class TorchClassifier(Detector):
     threshold_objective: ClassVar[str] = "fixed"  # "macro-f1": training picks the threshold on validation
     class_weights_default: ClassVar[bool] = False  # weight the training loss by inverse class frequency
     predict_batch_size: ClassVar[int] = 64
+    # inference options every family accepts besides its own (stored in the manifest's options)
+    inference_options: ClassVar[dict[str, Any]] = {"flip_average": False}
 
     def __init__(self, name: str, version: str, manifest: dict[str, Any], module: nn.Module,
                  device: str = "cpu", precision: str = "fp32") -> None:
@@ -112,7 +125,7 @@ class TorchClassifier(Detector):
     # ---- options, loading, saving -----------------------------------------------------------
     @classmethod
     def complete_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
-        known = cls.default_options()
+        known = {**cls.inference_options, **cls.default_options()}
         unknown = sorted(set(options or {}) - set(known))
         if unknown:
             raise DetectorError(f"family {cls.family!r} has no option {', '.join(unknown)}; "
@@ -159,7 +172,7 @@ class TorchClassifier(Detector):
         found: list[float] = []
         for batch in self.batches(images):
             with self._autocast():
-                found += fake_probability(self.module(batch)).cpu().tolist()
+                found += scored_batch(self.module, batch, bool(self.options.get("flip_average"))).cpu().tolist()
         return found
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:

@@ -27,7 +27,7 @@ from fakescan.errors import UsageError
 from fakescan.settings import Settings
 from worker.detectors.base import Detector
 from worker.detectors.torch_classifier import (WEIGHTS, TorchClassifier, fake_probability, normalise,
-                                               read_state_dict, weights_digest)
+                                               read_state_dict, scored_batch, weights_digest)
 from worker.training.config import Stage, TrainConfig
 from worker.training.data import LABELS, open_labelled
 from worker.training.images import ImageBank, load_bank, validation_mask
@@ -226,17 +226,23 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def bank_scores(module: nn.Module, bank: ImageBank, device: str, batch_size: int = 256) -> torch.Tensor:
+def bank_scores(module: nn.Module, bank: ImageBank, device: str, flip_average: bool = False,
+                batch_size: int = 256) -> torch.Tensor:
+    """Scores as the trained detector will give them (the same test-time flip averaging)."""
     module.eval()
-    scores = [fake_probability(module(normalise(bank.take(indices).to(device), bank.preprocessing))).cpu()
+    scores = [scored_batch(module, normalise(bank.take(indices).to(device), bank.preprocessing), flip_average).cpu()
               for indices in torch.arange(len(bank)).split(batch_size)]
     return torch.cat(scores)
+
+
+def _flip_average(run: Run) -> bool:
+    return bool(run.manifest["options"].get("flip_average"))
 
 
 def _validation_summary(run: Run) -> dict[str, Any]:
     if run.validation is None:
         return {}
-    scores = bank_scores(run.module, run.validation, run.config.device).tolist()
+    scores = bank_scores(run.module, run.validation, run.config.device, _flip_average(run)).tolist()
     metrics = classification_metrics(run.validation.labels.tolist(), scores)
     return {"val_accuracy": metrics["accuracy"], "val_roc_auc": metrics["roc_auc"]}
 
@@ -270,7 +276,7 @@ def _finish(run: Run) -> None:
     thresholds = {"threshold": 0.5, "low": None, "high": None}
     if run.validation is not None:
         labels = run.validation.labels.tolist()
-        scores = bank_scores(run.module, run.validation, run.config.device).tolist()
+        scores = bank_scores(run.module, run.validation, run.config.device, _flip_average(run)).tolist()
         if run.cls.threshold_objective == "macro-f1" and len(set(labels)) == 2:
             thresholds["threshold"] = threshold_for_macro_f1(labels, scores)
         run.manifest["training"]["validation_metrics"] = classification_metrics(labels, scores,
@@ -287,7 +293,9 @@ def write_detector(cls: type[TorchClassifier], module: nn.Module, manifest: dict
     state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
     partial = folder / f".{WEIGHTS}.partial"
     save_file(state, str(partial), metadata={"family": cls.family})
-    manifest["version"] = f"{cls.family}-{weights_digest(partial)[:10]}"
+    # scores depend on the weights and on test-time flip averaging; results are keyed by the version
+    flip = "-flip" if (manifest.get("options") or {}).get("flip_average") else ""
+    manifest["version"] = f"{cls.family}-{weights_digest(partial)[:10]}{flip}"
     os.replace(partial, folder / WEIGHTS)
     write_manifest(manifest, folder)
     return manifest["version"]
