@@ -98,6 +98,22 @@ def test_saved_ensemble_reloads_with_identical_scores(fitted: OneClassEnsemble, 
         np.testing.assert_array_equal(before_parts[name], after_parts[name])
 
 
+def test_same_data_and_seed_give_the_same_version(tmp_path: Path) -> None:
+    """skops names its files after object ids, so the version hashes what the files hold."""
+    members = ["texture-ocsvm", "isolation-forest", "patch-lof", "colour-mahalanobis"]
+    images = smooth_scenes(120, seed=1)
+    fitted = []  # kept alive, so no two runs' objects can share an id()
+    for run, seed in enumerate((0, 0, 1)):
+        options = FitOptions(members=members, weights={name: 1.0 for name in members}, progress=False, seed=seed)
+        detector, _ = fit_ensemble(images, options)
+        detector.save(tmp_path / str(run))
+        fitted.append(detector)
+    versions = [detector.version for detector in fitted]
+    first, second = (tmp_path / str(run) / MEMBERS_DIR / "patch-lof.skops" for run in (0, 1))
+    assert first.read_bytes() != second.read_bytes()  # what skops writes differs from run to run ...
+    assert versions[0] == versions[1] != versions[2]  # ... the version does not, unless the fit does
+
+
 def _copy(saved: Path, tmp_path: Path) -> Path:
     import shutil
 

@@ -78,10 +78,51 @@ class OneClassEnsemble(Detector):
 
 
 def fitted_state_hash(folder: Path, section: dict[str, Any]) -> str:
-    """The version: a hash of the member files and of the scales, weights and threshold."""
+    """The version: a hash of the member files and of the scales, weights and threshold.
+
+    The same data and seed give the same version: skops files are hashed by content, not bytes
+    (see :func:`skops_content_digest`)."""
     digest = hashlib.sha256(json.dumps(section, sort_keys=True).encode())
     for entry in section["members"]:
         for name in entry["files"]:
+            path = folder / MEMBERS_DIR / name
             digest.update(name.encode())
-            digest.update(hashlib.sha256((folder / MEMBERS_DIR / name).read_bytes()).digest())
+            digest.update(skops_content_digest(path) if path.suffix == ".skops" else
+                          hashlib.sha256(path.read_bytes()).digest())
     return f"oce-{digest.hexdigest()[:12]}"
+
+
+def skops_content_digest(path: Path) -> bytes:
+    """A hash of what a skops file holds, independent of the run that wrote it.
+
+    skops names each array file and node after the ``id()`` of the Python object it came from
+    and zips them with timestamps, so two dumps of equal models differ byte for byte. Walking the
+    schema in key order, renumbering ids by first appearance and hashing each array file where it
+    is referenced gives the same digest for equal models."""
+    import zipfile
+
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        ids: dict[Any, int] = {}
+
+        def canonical(node: Any) -> Any:
+            if isinstance(node, list):
+                return [canonical(item) for item in node]
+            if not isinstance(node, dict):
+                return node
+            out = {}
+            for key in sorted(node):
+                value = node[key]
+                if key == "__id__":
+                    value = ids.setdefault(value, len(ids))
+                elif key == "file" and isinstance(value, str):
+                    digest.update(hashlib.sha256(archive.read(value)).digest())
+                    value = "array"
+                else:
+                    value = canonical(value)
+                out[key] = value
+            return out
+
+        schema = canonical(json.loads(archive.read("schema.json")))
+    digest.update(json.dumps(schema, sort_keys=True).encode())
+    return digest.digest()
