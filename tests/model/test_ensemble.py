@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,10 @@ def test_saved_ensemble_reloads_with_identical_scores(fitted: OneClassEnsemble, 
     assert all(entry["config"]["features"] == entry["features"] for entry in manifest["ensemble"]["members"])
     assert sorted(p.name for p in (saved / MEMBERS_DIR).iterdir()) == sorted(
         name for entry in manifest["ensemble"]["members"] for name in entry["files"])
+    umask = os.umask(0o022)
+    os.umask(umask)
+    weights = sorted((saved / MEMBERS_DIR).glob("*.safetensors"))
+    assert weights and {stat.S_IMODE(path.stat().st_mode) for path in weights} == {0o666 & ~umask}
     reloaded = load_detector(ref, load_settings())
     before, before_parts = fitted.score_array(images)
     after, after_parts = reloaded.score_array(images)

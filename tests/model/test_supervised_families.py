@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,9 @@ def test_family_trains_saves_and_loads(family, tiny_set, tmp_path):
     assert loaded.scores(images) == trained.scores(images)
     assert all(0.0 <= score <= 1.0 for score in loaded.scores(images))
     assert loaded.manifest["training"]["data_fingerprint"].startswith("sha256:")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "detector" / "model.safetensors").stat().st_mode) == 0o666 & ~umask
     overlays = loaded.explain(images[0])
     assert overlays and all(overlay.size[0] >= images[0].size[0] for overlay in overlays.values())
 

@@ -8,6 +8,7 @@ image, a score in [0, 1] for "AI-generated" plus optional per-part scores. Famil
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,5 +135,26 @@ class Detector(ABC):
         """Build from a detector folder (already local; None for weightless families) on a device."""
 
     def write_manifest(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(self.manifest, folder)
+
+
+def write_manifest(manifest: dict[str, Any], folder: Path) -> None:
+    """Finish a detector folder: its weights made readable, then ``fakescan.json`` replaced atomically.
+
+    safetensors (and transformers' ``save_pretrained`` through it) create weight files with mode
+    0600 whatever the umask, so a worker running as another user (the Helm chart runs non-root)
+    could not read a detector written by ``fakescan train`` on a shared volume. The weights get
+    the mode the process umask gives any other file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    readable = 0o666 & ~_umask()
+    for weights in [*folder.glob("*.safetensors"), *folder.glob("members/**/*.safetensors")]:
+        weights.chmod(readable)
+    partial = folder / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, folder / MANIFEST)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask

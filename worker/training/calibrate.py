@@ -21,7 +21,7 @@ from fakescan.settings import Settings
 from worker.training.data import LabelledSet
 from worker.training.evaluate import CLEAN, open_detector, score_set
 from worker.training.metrics import classification_metrics, threshold_for_fpr, threshold_for_macro_f1
-from worker.training.trainer import write_manifest
+from worker.detectors.base import write_manifest
 
 _CALIBRATED = re.compile(r"-cal[0-9a-f]{6}$")
 

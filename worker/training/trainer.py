@@ -8,7 +8,6 @@ folder is rewritten (weights, then manifest), so a run stopped late still leaves
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -22,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from fakescan.catalog import MANIFEST
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
-from worker.detectors.base import Detector
+from worker.detectors.base import Detector, write_manifest
 from worker.detectors.torch_classifier import (WEIGHTS, TorchClassifier, fake_probability, normalise,
                                                read_state_dict, scored_batch, weights_digest)
 from worker.training.config import Stage, TrainConfig
@@ -299,9 +297,3 @@ def write_detector(cls: type[TorchClassifier], module: nn.Module, manifest: dict
     os.replace(partial, folder / WEIGHTS)
     write_manifest(manifest, folder)
     return manifest["version"]
-
-
-def write_manifest(manifest: dict[str, Any], folder: Path) -> None:
-    partial = folder / f".{MANIFEST}.partial"
-    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, folder / MANIFEST)
