@@ -8,8 +8,9 @@ Why each option (see also ``fakescan.queue`` for the app-wide delivery settings)
   twice writes each row once.
 - ``autoretry_for`` infrastructure faults only (S3 unreachable or 5xx, database down), with
   exponential backoff and full jitter so a fleet recovering from an outage does not stampede;
-  capped at ``RETRY_BACKOFF_MAX`` seconds and ``MAX_RETRIES`` attempts. Bad input never reaches
-  here (it is a result row) and a bug is not retried: it fails loudly and marks the scan failed.
+  capped at ``RETRY_BACKOFF_MAX`` seconds and ``MAX_RETRIES`` attempts; the last failed attempt
+  marks the scan failed with the fault. Bad input never reaches here (it is a result row) and a
+  bug is not retried: it fails loudly and marks the scan failed.
 """
 
 from __future__ import annotations
@@ -40,18 +41,21 @@ def scan_batch(self, scan_id: int, object_ids: list[int], batch: int = 0) -> dic
     try:
         report = process_batch(runtime.settings, runtime.sessions, scan_id, object_ids, runtime.cache, batch)
     except TRANSIENT_FAULTS as fault:
-        log.warning("scan %s batch %s: %s (attempt %d of %d)", scan_id, batch, fault,
-                    self.request.retries + 1, MAX_RETRIES + 1)
+        attempt = self.request.retries + 1
+        log.warning("scan %s batch %s: %s (attempt %d of %d)", scan_id, batch, fault, attempt, MAX_RETRIES + 1)
+        if self.request.retries >= MAX_RETRIES:  # Celery gives up after this: say so where users look
+            _fail_scan(runtime, scan_id, f"batch {batch} gave up after {attempt} attempts: "
+                                         f"{type(fault).__name__}: {fault}")
         raise
     except Exception as error:
-        _fail_scan(runtime, scan_id, batch, error)
+        _fail_scan(runtime, scan_id, f"batch {batch} crashed: {type(error).__name__}: {error}")
         raise
     return report_fields(report)
 
 
-def _fail_scan(runtime: WorkerRuntime, scan_id: int, batch: int, error: Exception) -> None:
-    """A bug fails loudly: the scan shows the reason in ``fakescan status``; the task's traceback is logged."""
-    reason = f"batch {batch} crashed: {type(error).__name__}: {error}"
+def _fail_scan(runtime: WorkerRuntime, scan_id: int, reason: str) -> None:
+    """The scan shows the reason in ``fakescan status`` (when the database can still record it);
+    the task's traceback is logged. Its unfinished items stay queued: a re-run scan enqueues them."""
     try:
         with runtime.sessions.begin() as session:
             mark_failed(session, scan_id, reason)

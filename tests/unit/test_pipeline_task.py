@@ -17,6 +17,7 @@ from tests.services import free_port
 from tests.worker_support import detector_folder, image_bytes, ref_entry
 from worker import tasks
 from worker.celery_app import check_pool, default_pool
+from worker.fetch import InfrastructureFault
 from worker.pipeline import BatchCrashed
 from worker.runtime import forget_process_runtime, process_runtime
 
@@ -67,6 +68,30 @@ def test_a_broken_detector_fails_the_task_and_marks_the_scan_failed(tmp_path):
     with runtime.sessions() as session:
         scan = session.get(Scan, scan_id)
         assert scan.state == "failed" and "batch 1 crashed" in scan.error and "broken" in scan.error
+
+
+def test_a_fault_that_outlasts_every_retry_marks_the_scan_failed(tmp_path):
+    runtime = process_runtime()
+    (tmp_path / "archive").mkdir()
+    looping = tmp_path / "archive" / "loop.png"
+    looping.symlink_to(looping)  # reading it raises ELOOP: an OSError about the disk, not the object
+    with runtime.sessions.begin() as session:
+        row = StoredObject(uri=looping.as_uri(), store=(tmp_path / "archive").as_uri(), key=looping.name,
+                           fingerprint="test:loop")
+        session.add(row)
+        session.flush()
+        folder = detector_folder(tmp_path / "detectors", "bright")
+        scan_id = scans.create_scan(session, "test", [ref_entry(folder)], {})
+        scans.add_items(session, scan_id, 4, [row.id])
+
+    outcome = tasks.scan_batch.apply(args=(scan_id, [row.id]), kwargs={"batch": 4})
+
+    assert isinstance(outcome.result, InfrastructureFault)
+    with runtime.sessions() as session:
+        scan = session.get(Scan, scan_id)
+        assert scan.state == "failed"
+        assert scan.error.startswith(f"batch 4 gave up after {tasks.MAX_RETRIES + 1} attempts: InfrastructureFault")
+        assert "loop.png" in scan.error
 
 
 def test_cuda_workers_never_fork():
