@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from fakescan.errors import BrokerError, UsageError
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scan.add_argument("--retry-errors", action="store_true",
                       help="also enqueue objects whose earlier result is an error row")
     scan.add_argument("--wait", action="store_true", help="with a broker: wait for the workers, showing progress")
+    scan.add_argument("--wait-timeout", metavar="AGE",
+                      help="with --wait: stop waiting after this long (90m, 6h, 1d); exit 1, the scan goes on")
     scan.add_argument("--ext", metavar=".jpg,.png", help="extensions to admit (default: common image types; 'any')")
     scan.add_argument("--glob", action="append", metavar="PATTERN", help="fnmatch pattern on the key; repeatable")
     scan.add_argument("--min-size", type=int, metavar="BYTES")
@@ -52,6 +55,7 @@ def scan_command(args: argparse.Namespace, settings: Settings) -> int:
     batch_size = settings.batch_size if args.batch_size is None else args.batch_size
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
+    timeout = _wait_timeout(args.wait_timeout)
     detectors = resolve_detectors(scan_detector_specs(args.detector, settings), settings)
     store = open_store(args.source, settings)
     store.check()
@@ -61,10 +65,22 @@ def scan_command(args: argparse.Namespace, settings: Settings) -> int:
     dispatcher = make_dispatcher(settings)
     try:
         # embedded scans are synchronous: they always end with the summary --wait gives
-        return _run(sessions, store, request, dispatcher, settings, wait=args.wait or settings.embedded)
+        return _run(sessions, store, request, dispatcher, settings, wait=args.wait or settings.embedded,
+                    timeout=timeout)
     finally:
         dispatcher.close()  # type: ignore[attr-defined]
         engine.dispose()
+
+
+def _wait_timeout(text: str | None) -> float | None:
+    from scheduler.options import parse_age
+
+    if text is None:
+        return None
+    age = parse_age(text)
+    if age is None or age.total_seconds() <= 0:
+        raise UsageError(f"bad --wait-timeout {text!r}: use a positive age like 90m, 6h or 1d")
+    return age.total_seconds()
 
 
 def make_dispatcher(settings: Settings) -> "Dispatch":
@@ -91,7 +107,8 @@ def _check_broker(app: Any, url: str) -> None:
         raise BrokerError(f"cannot reach the broker at {_redact(url)}: {error}") from None
 
 
-def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settings: Settings, *, wait: bool) -> int:
+def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settings: Settings, *, wait: bool,
+         timeout: float | None = None) -> int:
     from scheduler.progress import ProgressBar, settle, wait_for_scan
     from scheduler.scan import create_scan, run_scan
 
@@ -113,8 +130,11 @@ def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settin
               f"batches {counts.batches}")
         print(f"follow with: fakescan status {scan_id}")
         return 0
-    progress = settle(sessions, scan_id) if settings.embedded else wait_for_scan(sessions, scan_id)
+    progress = settle(sessions, scan_id) if settings.embedded else wait_for_scan(sessions, scan_id, timeout=timeout)
     _print_summary(sessions, scan_id, progress, settings)
+    if progress.state not in ("finished", "failed"):  # --wait-timeout ran out; the scan goes on
+        print(f"fakescan: scan {scan_id} is still {progress.state} after --wait-timeout; "
+              f"follow with: fakescan status {scan_id}", file=sys.stderr)
     return 0 if progress.state == "finished" else 1
 
 

@@ -140,9 +140,12 @@ def settle(sessions: sessionmaker[Session], scan_id: int) -> ScanProgress:
         return read_progress(session, scan_id)
 
 
-def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: float = POLL_SECONDS) -> ScanProgress:
-    """Poll until the workers have finished (or the scan failed), drawing a progress bar."""
+def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: float = POLL_SECONDS,
+                  timeout: float | None = None) -> ScanProgress:
+    """Poll until the workers have finished (or the scan failed), drawing a progress bar; after
+    ``timeout`` seconds return the progress so far (state still ``running``)."""
     bar = ProgressBar(scan_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
             progress = settle(sessions, scan_id)
@@ -150,6 +153,8 @@ def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: f
                      failed=progress.failed, skipped=progress.skipped)
             if progress.state in ("finished", "failed"):
                 return progress
-            time.sleep(poll_seconds)
+            if deadline is not None and time.monotonic() >= deadline:
+                return progress
+            time.sleep(poll_seconds if deadline is None else max(0.0, min(poll_seconds, deadline - time.monotonic())))
     finally:
         bar.close()

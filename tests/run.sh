@@ -6,4 +6,4 @@ project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$project/docker/install.sh"
 venv="${FAKESCAN_VENV:-$project/.venv}"
 cd "$project"
-exec "$venv/bin/python" -m pytest tests "$@"
+exec "$venv/bin/python" -m pytest "$@"  # no path given: pyproject's testpaths (tests/)

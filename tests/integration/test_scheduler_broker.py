@@ -122,6 +122,25 @@ def test_wait_follows_workers_to_the_end(broker, archive, capsys):
     assert len(worker.batches) == 4
 
 
+def test_wait_timeout_gives_up_waiting_not_the_scan(broker, archive, capsys):
+    """Nobody consumes the queue: --wait stops after its timeout, exit 1, the scan still queued."""
+    code = main(["scan", str(archive), "--detector", "tiny", "--batch-size", "5", "--wait", "--wait-timeout", "1s"])
+    captured = capsys.readouterr()
+    scan_id = int(captured.out.splitlines()[0].split()[1])
+    assert code == 1
+    assert "done 0  failed 0  state queued" in captured.out
+    assert captured.err.strip() == (f"fakescan: scan {scan_id} is still queued after --wait-timeout; "
+                                    f"follow with: fakescan status {scan_id}")
+    assert main(["status", str(scan_id), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["queued"] == IMAGES
+
+
+def test_bad_wait_timeout_is_a_usage_error(broker, archive, capsys):
+    assert main(["scan", str(archive), "--detector", "tiny", "--wait", "--wait-timeout", "soon"]) == 2
+    assert capsys.readouterr().err.strip() == ("fakescan: error: bad --wait-timeout 'soon': use a positive age "
+                                               "like 90m, 6h or 1d")
+
+
 def test_unreachable_broker_fails_before_creating_a_scan(broker, archive, monkeypatch, capsys):
     monkeypatch.setenv("FAKESCAN_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert main(["scan", str(archive), "--detector", "tiny"]) == 5
