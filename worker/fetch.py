@@ -40,8 +40,6 @@ class FetchedObject:
 
 def fetch_all(objects: Sequence["BatchObject"], settings: Settings, cache: "ProcessCache") -> list[FetchedObject]:
     """Every object's bytes or its bad-input reason, in input order; InfrastructureFault on a fault."""
-    if len(objects) <= 1:
-        return [fetch_one(item, settings, cache) for item in objects]
     return list(cache.fetch_pool().map(lambda item: fetch_one(item, settings, cache), objects))
 
 
