@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--percentile", type=float, default=95.0,
                         help="threshold = this percentile of held-out real scores (default 95)")
+    parser.add_argument("--vote", default="stouffer",
+                        help="how member scores combine: stouffer (weighted Stouffer, default) or fisher")
     parser.add_argument("--size", type=int, default=32, help="working size in pixels (multiple of 16, >= 32)")
     parser.add_argument("--name", default="one-class-ensemble", help="detector name in the manifest")
     parser.add_argument("--svdd-backbone", metavar="LOCATION", default=None,
@@ -47,16 +49,17 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     from fakescan.errors import UsageError
     from worker.detectors.ensemble import parse_members
     from worker.detectors.ensemble.calibration import parse_weights
-    from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble, peak_memory_mb
+    from worker.detectors.ensemble.fitting import FitOptions, check_options, fit_ensemble, peak_memory_mb
     from worker.detectors.ensemble.realset import load_array, open_real_images
 
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be positive")
     members = parse_members(args.members)
     options = FitOptions(members=members, weights=parse_weights(args.weights, members), holdout=args.holdout,
-                         percentile=args.percentile, size=args.size, seed=args.seed,
+                         percentile=args.percentile, size=args.size, seed=args.seed, vote=args.vote,
                          device=settings.resolved_device(), progress=not args.no_progress, name=args.name,
                          member_config=svdd_backbone_config(args, members, settings))
+    check_options(options)
     started = time.perf_counter()
     images = open_real_images(args.data, settings, args.class_dir).limited(args.limit, args.seed)
     array, skipped = load_array(images, args.size, settings, options.progress)

@@ -146,6 +146,42 @@ def test_pickle_in_place_of_skops_is_refused(saved: Path, tmp_path: Path) -> Non
         load_detector(ref_from_folder(folder), load_settings())
 
 
+def test_stouffer_vote_adds_up_members_that_agree() -> None:
+    from worker.detectors.ensemble.calibration import weighted_vote
+
+    weights = {"a": 1.0, "b": 1.0, "c": 1.0, "off": 0.0}
+    agreeing = {name: np.array([0.9, 0.5]) for name in weights}
+    stouffer, fisher = weighted_vote(agreeing, weights), weighted_vote(agreeing, weights, "fisher")
+    # three members each at their own 90th percentile: Stouffer's z adds up, Fisher's mean stays at 0.9
+    np.testing.assert_allclose(stouffer, [0.98678, 0.5], atol=1e-5)
+    np.testing.assert_allclose(fisher, [0.9, 0.5], atol=1e-9)
+    # a zero weight is no vote at all
+    muted = dict(agreeing, off=np.array([1e-9, 1e-9]))
+    np.testing.assert_allclose(weighted_vote(muted, weights), stouffer)
+
+
+def test_saved_manifest_names_its_vote_and_older_ones_keep_fishers(saved: Path, tmp_path: Path, probe) -> None:
+    import json
+
+    from worker.detectors.ensemble.calibration import fisher_vote, to_detector_score
+
+    images, _ = probe
+    folder = _copy(saved, tmp_path)
+    path = folder / "fakescan.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["ensemble"]["vote"] == "stouffer"
+    manifest["ensemble"]["vote"] = "1 - weighted geometric mean of (1 - per-member empirical-CDF score)"
+    path.write_text(json.dumps(manifest))
+    older = load_detector(ref_from_folder(folder), load_settings())
+    scores, parts = older.score_array(images)
+    assert older.vote == "fisher"
+    np.testing.assert_array_equal(scores, to_detector_score(fisher_vote(parts, older.weights), older.vote_threshold))
+    manifest["ensemble"]["vote"] = "majority"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DetectorError, match="unknown ensemble vote 'majority'"):
+        load_detector(ref_from_folder(folder), load_settings())
+
+
 def test_unknown_member_names_the_valid_ones() -> None:
     with pytest.raises(UnknownDetector, match="unknown ensemble member 'svm'; valid: frequency-vae, edge-flow"):
         parse_members("deep-svdd,svm")
@@ -194,3 +230,14 @@ def test_fit_ensemble_command_names_valid_members(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "valid: frequency-vae, edge-flow, deep-svdd" in err
+
+
+def test_fit_ensemble_command_refuses_an_unknown_vote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fakescan.cli import main
+
+    _write_dataset(tmp_path / "data")
+    code = main(["fit-ensemble", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--vote", "majority",
+                 "--members", "patch-lof", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--vote 'majority': use one of stouffer, fisher" in err
+    assert not (tmp_path / "out").exists()

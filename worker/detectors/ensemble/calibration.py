@@ -3,10 +3,10 @@
 Each member's raw score is mapped through the empirical CDF of its raw scores on held-out real
 images, so a normalised score of 0.97 reads "more anomalous than 97% of real images" whatever
 the member's units. Past the largest held-out score the map keeps rising along an exponential
-tail instead of saturating, so two strong anomalies stay ordered. The members then vote: the
-weighted geometric mean of their tail probabilities (see :func:`weighted_vote`); the decision threshold is a
-percentile of that vote on a second held-out set, and the vote is finally bent piecewise-linearly
-so that this threshold sits at 0.5, like every other fakescan detector.
+tail instead of saturating, so two strong anomalies stay ordered. The members then vote (see
+:data:`VOTES`); the decision threshold is a percentile of that vote on a second held-out set, and the
+vote is finally bent piecewise-linearly so that this threshold sits at 0.5, like every other
+fakescan detector.
 """
 
 from __future__ import annotations
@@ -50,16 +50,49 @@ class ScoreScale:
         return cls(tuple(float(k) for k in data["knots"]), float(data["tail"]), float(data["epsilon"]))
 
 
-def weighted_vote(parts: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+def stouffer_vote(parts: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Weighted Stouffer: each normalised score as a normal quantile, combined as ``sum(w z) / sqrt(sum(w^2))``.
+
+    Members that lean the same way add up, so several moderately unusual members flag an image
+    that no single one would; an extreme member still counts, through a large z.
+    """
+    from scipy.special import ndtr, ndtri
+
+    norm = float(np.sqrt(sum(weights[name] ** 2 for name in parts)))
+    z = sum(weights[name] * ndtri(np.clip(values, 1e-12, 1 - 1e-12)) for name, values in parts.items())
+    return ndtr(z / norm)
+
+
+def fisher_vote(parts: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """One minus the weighted geometric mean of the members' tail probabilities ``1 - s``.
 
-    This is Fisher's way of combining p-values, kept in [0, 1]: one member that is very sure
-    (s = 0.999) moves the vote more than several that are mildly unsure, which an arithmetic
-    mean of weak members would drown out.
+    Fisher's way of combining p-values, kept in [0, 1]: one member that is very sure (s = 0.999)
+    moves the vote more than several that are mildly unsure. Ensembles fitted before the
+    Stouffer vote keep this one (their manifests say so).
     """
     total = sum(weights[name] for name in parts)
     log_tail = sum(weights[name] * np.log(np.clip(1 - values, 1e-12, 1)) for name, values in parts.items())
     return 1 - np.exp(log_tail / total)
+
+
+# how members vote, by the name recorded in the manifest; new fits use the first
+VOTES = {"stouffer": stouffer_vote, "fisher": fisher_vote}
+# what manifests written before the vote was selectable say: that was Fisher's vote
+LEGACY_VOTE_TEXT = {"1 - weighted geometric mean of (1 - per-member empirical-CDF score)": "fisher"}
+
+
+def vote_method(recorded: str | None) -> str:
+    """The vote named in a manifest's ensemble section."""
+    from fakescan.errors import DetectorError
+
+    name = LEGACY_VOTE_TEXT.get(recorded or "", recorded)
+    if name not in VOTES:
+        raise DetectorError(f"unknown ensemble vote {recorded!r} in the manifest; known: {', '.join(VOTES)}")
+    return name
+
+
+def weighted_vote(parts: dict[str, np.ndarray], weights: dict[str, float], method: str = "stouffer") -> np.ndarray:
+    return VOTES[method](parts, weights)
 
 
 def vote_threshold(vote: np.ndarray, percentile: float) -> float:

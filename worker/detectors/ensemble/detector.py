@@ -21,7 +21,7 @@ from PIL import Image
 from fakescan.errors import DetectorError
 from worker.detectors import register_family
 from worker.detectors.base import Detector, Prediction
-from worker.detectors.ensemble.calibration import ScoreScale, to_detector_score, weighted_vote
+from worker.detectors.ensemble.calibration import ScoreScale, to_detector_score, vote_method, weighted_vote
 from worker.detectors.ensemble.features import FeatureBank, to_array
 from worker.detectors.ensemble.members import Member, member_class
 
@@ -40,6 +40,7 @@ class OneClassEnsemble(Detector):
         self.weights = {entry["name"]: float(entry["weight"]) for entry in section["members"]}
         self.scales = {entry["name"]: ScoreScale.from_json(entry["scale"]) for entry in section["members"]}
         self.vote_threshold = float(section["vote_threshold"])
+        self.vote = vote_method(section.get("vote"))
 
     def member_scores(self, bank: FeatureBank) -> dict[str, np.ndarray]:
         """Each member's normalised score in [0, 1]: the share of held-out real images it ranks below."""
@@ -48,7 +49,7 @@ class OneClassEnsemble(Detector):
     def score_array(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Detector scores (0.5 = the fitted threshold) and per-member normalised scores of a uint8 batch."""
         parts = self.member_scores(FeatureBank(images))
-        return to_detector_score(weighted_vote(parts, self.weights), self.vote_threshold), parts
+        return to_detector_score(weighted_vote(parts, self.weights, self.vote), self.vote_threshold), parts
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:

@@ -17,7 +17,7 @@ import numpy as np
 
 from fakescan.errors import DataError, UsageError
 from worker.detectors.base import Preprocessing, Thresholds
-from worker.detectors.ensemble.calibration import ScoreScale, vote_threshold, weighted_vote
+from worker.detectors.ensemble.calibration import VOTES, ScoreScale, vote_threshold, weighted_vote
 from worker.detectors.ensemble.detector import OneClassEnsemble
 from worker.detectors.ensemble.features import FeatureBank
 from worker.detectors.ensemble.members import FitContext, Member, member_class
@@ -33,6 +33,7 @@ class FitOptions:
     percentile: float = 95.0
     size: int = 32
     seed: int = 0
+    vote: str = "stouffer"  # a key of calibration.VOTES
     device: str = "cpu"
     progress: bool = True
     name: str = "one-class-ensemble"
@@ -47,15 +48,16 @@ class FitReport:
     n_threshold: int = 0
 
 
-def check_options(options: FitOptions, n_images: int) -> None:
+def check_options(options: FitOptions) -> None:
+    """Refuse bad options before any image is read."""
     if not 0.05 <= options.holdout <= 0.8:
         raise UsageError(f"--holdout {options.holdout} is outside 0.05..0.8")
     if not 50 <= options.percentile < 100:
         raise UsageError(f"--percentile {options.percentile} is outside 50..100")
+    if options.vote not in VOTES:
+        raise UsageError(f"--vote {options.vote!r}: use one of {', '.join(VOTES)}")
     if options.size < 32 or options.size % 16:
         raise UsageError(f"--size {options.size}: use a multiple of 16, at least 32")
-    if n_images < MIN_IMAGES:
-        raise DataError(f"{n_images} images are too few to fit and calibrate an ensemble (need {MIN_IMAGES})")
 
 
 def split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +71,9 @@ def fit_ensemble(images: np.ndarray, options: FitOptions) -> tuple[OneClassEnsem
     """Fit every chosen member on real images (uint8, n x size x size x 3) and calibrate the vote."""
     from tqdm import tqdm
 
-    check_options(options, len(images))
+    check_options(options)
+    if len(images) < MIN_IMAGES:
+        raise DataError(f"{len(images)} images are too few to fit and calibrate an ensemble (need {MIN_IMAGES})")
     fit_rows, scale_rows, threshold_rows = split(len(images), options.holdout, options.seed)
     bank = FeatureBank(images)
     fit_bank, scale_bank, threshold_bank = (bank.subset(rows) for rows in (fit_rows, scale_rows, threshold_rows))
@@ -85,7 +89,7 @@ def fit_ensemble(images: np.ndarray, options: FitOptions) -> tuple[OneClassEnsem
         members[name] = member
         report.member_seconds[name] = round(time.perf_counter() - started, 2)
     parts = {name: scales[name](member.score(threshold_bank)) for name, member in members.items()}
-    threshold = vote_threshold(weighted_vote(parts, options.weights), options.percentile)
+    threshold = vote_threshold(weighted_vote(parts, options.weights, options.vote), options.percentile)
     manifest = build_manifest(options, members, scales, threshold)
     return OneClassEnsemble(options.name, "unsaved", manifest, members), report
 
@@ -103,8 +107,7 @@ def build_manifest(options: FitOptions, members: dict[str, Member], scales: dict
         # the vote is mapped so that its fitted threshold is 0.5 (see calibration.to_detector_score)
         "thresholds": Thresholds(0.5).as_json(),
         "ensemble": {"size": options.size, "members": entries, "percentile": options.percentile,
-                     "vote_threshold": threshold,
-                     "vote": "1 - weighted geometric mean of (1 - per-member empirical-CDF score)"},
+                     "vote_threshold": threshold, "vote": options.vote},
     }
 
 
