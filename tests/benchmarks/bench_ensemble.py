@@ -38,22 +38,27 @@ def balanced_sample(labelled: Any, limit: int, seed: int) -> list[Any]:
     return chosen
 
 
-def score_all(detector: Any, labelled: Any, items: list[Any],
-              max_pixels: int) -> tuple[list[int], list[float], dict[str, list[float]]]:
+def decoded(labelled: Any, items: list[Any], max_pixels: int) -> tuple[list[int], list[Any]]:
+    """The labels and decoded images of items, undecodable ones left out."""
     from worker.decode import DecodeError, decode_image
 
+    labels, images = [], []
+    for item, data in zip(items, labelled.read_many(items)):
+        try:
+            images.append(decode_image(data, max_pixels))
+            labels.append(item.label)
+        except DecodeError:
+            continue
+    return labels, images
+
+
+def score_all(detector: Any, labelled: Any, items: list[Any],
+              max_pixels: int) -> tuple[list[int], list[float], dict[str, list[float]]]:
     labels: list[int] = []
     scores: list[float] = []
     parts: dict[str, list[float]] = {name: [] for name in detector.members}
     for start in range(0, len(items), CHUNK):
-        chunk = items[start:start + CHUNK]
-        images, chunk_labels = [], []
-        for item, data in zip(chunk, labelled.read_many(chunk)):
-            try:
-                images.append(decode_image(data, max_pixels))
-                chunk_labels.append(item.label)
-            except DecodeError:
-                continue
+        chunk_labels, images = decoded(labelled, items[start:start + CHUNK], max_pixels)
         for label, prediction in zip(chunk_labels, detector.predict(images)):
             labels.append(label)
             scores.append(prediction.score)

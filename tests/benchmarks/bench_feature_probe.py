@@ -27,26 +27,18 @@ from typing import Any
 import numpy as np
 
 from fakescan.settings import load_settings
-from tests.benchmarks.bench_ensemble import balanced_sample
+from tests.benchmarks.bench_ensemble import balanced_sample, decoded
 
 SIZE = 32
 FEATURES = ("patches", "residual_stats", "texture", "fft_multiscale", "edges_multiscale", "colour")
 
 
 def labelled_array(data: str, limit: int, seed: int, settings: Any) -> tuple[np.ndarray, np.ndarray]:
-    from worker.decode import DecodeError, decode_image
     from worker.detectors.ensemble.features import to_array
     from worker.training.data import open_labelled
 
     labelled = open_labelled(data, settings)
-    items = balanced_sample(labelled, limit, seed)
-    images, labels = [], []
-    for item, raw in zip(items, labelled.read_many(items)):
-        try:
-            images.append(decode_image(raw, settings.max_image_pixels))
-            labels.append(item.label)
-        except DecodeError:
-            continue
+    labels, images = decoded(labelled, balanced_sample(labelled, limit, seed), settings.max_image_pixels)
     return to_array(images, SIZE), np.array(labels)
 
 
