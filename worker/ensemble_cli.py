@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="threshold = this percentile of held-out real scores (default 95)")
     parser.add_argument("--vote", default="stouffer",
                         help="how member scores combine: stouffer (weighted Stouffer, default) or fisher")
+    parser.add_argument("--tune-weights", metavar="LABELLED_DATA", default=None,
+                        help="choose the vote weights on this labelled set (real/ and fake/ folders, a .zip, an "
+                             "s3:// prefix or a CSV) instead of --weights; images also in REAL_DATA's fit "
+                             "sample are left out")
+    parser.add_argument("--tune-limit", type=int, default=4000,
+                        help="with --tune-weights: at most N labelled images, half real, half fake (default 4000)")
     parser.add_argument("--size", type=int, default=32, help="working size in pixels (multiple of 16, >= 32)")
     parser.add_argument("--name", default="one-class-ensemble", help="detector name in the manifest")
     parser.add_argument("--svdd-backbone", metavar="LOCATION", default=None,
@@ -54,6 +60,10 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be positive")
+    if args.tune_weights is not None and args.weights is not None:
+        raise UsageError("give --weights or --tune-weights, not both")
+    if args.tune_limit <= 0:
+        raise UsageError("--tune-limit must be positive")
     members = parse_members(args.members)
     options = FitOptions(members=members, weights=parse_weights(args.weights, members), holdout=args.holdout,
                          percentile=args.percentile, size=args.size, seed=args.seed, vote=args.vote,
@@ -63,7 +73,10 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     images = open_real_images(args.data, settings, args.class_dir).limited(args.limit, args.seed)
     array, skipped = load_array(images, args.size, settings, options.progress)
-    detector, report = fit_ensemble(array, options)
+    tuning = tuning_set(args, images.keys, settings, options.progress) if args.tune_weights else None
+    detector, report = fit_ensemble(array, options, tuning)
+    if tuning is not None:
+        detector.manifest["ensemble"]["tuning"].update(data=args.tune_weights, fingerprint=tuning[2])
     detector.manifest["training"] = {
         "data": args.data, "class_dir": args.class_dir, "fingerprint": images.fingerprint(),
         "n_images": int(len(array)), "n_skipped": len(skipped), "n_fit": report.n_fit,
@@ -72,9 +85,31 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
         "peak_memory_mb": peak_memory_mb(), "device": options.device,
     }
     detector.save(args.out)
-    print(json.dumps({"folder": str(args.out), "version": detector.version,
+    print(json.dumps({"folder": str(args.out), "version": detector.version, "weights": detector.weights,
                       "vote_threshold": round(detector.vote_threshold, 4), **detector.manifest["training"]}))
     return 0
+
+
+def tuning_set(args: argparse.Namespace, fit_keys: list[str], settings: Settings,
+               progress: bool) -> tuple[Any, Any, str]:
+    """The --tune-weights images, labels and fingerprint; never an image the members are fitted on."""
+    from worker.detectors.ensemble.realset import load_labelled_array
+    from worker.training.data import open_labelled
+
+    labelled = open_labelled(args.tune_weights, settings)
+    if same_source(args.tune_weights, args.data):
+        # an object store lists full keys, a labelled set keys relative to its prefix: match on path tails
+        tails = {"/".join(parts[i:]) for parts in (key.split("/") for key in fit_keys) for i in range(len(parts))}
+        labelled = labelled.without(tails)
+    labelled = labelled.limited(args.tune_limit, args.seed)
+    images, labels = load_labelled_array(labelled, args.size, settings, progress)
+    return images, labels, labelled.fingerprint()
+
+
+def same_source(first: str, second: str) -> bool:
+    if first.startswith("s3://") or second.startswith("s3://"):
+        return first.rstrip("/") == second.rstrip("/")
+    return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
 
 
 def svdd_backbone_config(args: argparse.Namespace, members: list[str],

@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from fakescan.catalog import DuplicateName, UnknownDetector, ref_from_folder
-from fakescan.errors import DetectorError
+from fakescan.errors import DataError, DetectorError
 from fakescan.settings import load_settings
 from tests.model.ensemble_images import planted_anomalies, probe_set, smooth_scenes
 from worker.detectors import load_detector
@@ -182,6 +182,25 @@ def test_saved_manifest_names_its_vote_and_older_ones_keep_fishers(saved: Path, 
         load_detector(ref_from_folder(folder), load_settings())
 
 
+def test_tuning_keeps_the_weighting_with_the_best_validation_auc() -> None:
+    from worker.detectors.ensemble.tuning import tune_weights
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200), np.ones(200)]
+    parts = {"sharp": np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.15, 400), 0, 1),
+             "noise": rng.uniform(0, 1, 400),
+             "backwards": np.clip(0.5 - 0.2 * (labels - 0.5) + rng.normal(0, 0.15, 400), 0, 1)}
+    weights, record = tune_weights(parts, labels, "stouffer")
+    assert record["member_auc"]["sharp"] > 0.9 and record["member_auc"]["backwards"] < 0.5
+    assert set(record["candidate_auc"]) == {"equal", "(auc-0.5)^1", "(auc-0.5)^2", "(auc-0.5)^3", "top-1", "top-2"}
+    assert record["candidate_auc"][record["chosen"]] == max(record["candidate_auc"].values())
+    assert record["candidate_auc"]["equal"] < record["candidate_auc"][record["chosen"]]
+    assert weights["backwards"] == 0 and weights["sharp"] == 1  # a member that ranks fakes lower never votes
+    assert (record["n_real"], record["n_fake"]) == (200, 200)
+    with pytest.raises(DataError, match="needs real and fake images"):
+        tune_weights(parts, np.zeros(400), "stouffer")
+
+
 def test_unknown_member_names_the_valid_ones() -> None:
     with pytest.raises(UnknownDetector, match="unknown ensemble member 'svm'; valid: frequency-vae, edge-flow"):
         parse_members("deep-svdd,svm")
@@ -221,6 +240,31 @@ def test_fit_ensemble_command_uses_only_real_images(tmp_path: Path, capsys: pyte
     assert {e["name"]: e["weight"] for e in manifest["ensemble"]["members"]} == {"colour-mahalanobis": 1.0,
                                                                                 "patch-lof": 2.0}
     assert json.loads(capsys.readouterr().out)["version"] == manifest["version"]
+
+
+def test_fit_ensemble_command_tunes_weights_on_images_it_did_not_fit(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from fakescan.cli import main
+
+    _write_dataset(tmp_path / "data")
+    out = tmp_path / "detector"
+    members = "colour-mahalanobis,patch-lof,texture-ocsvm"
+    code = main(["fit-ensemble", str(tmp_path / "data"), "--class-dir", "REAL", "--limit", "45", "--members", members,
+                 "--tune-weights", str(tmp_path / "data"), "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "fakescan.json").read_text())
+    tuning = manifest["ensemble"]["tuning"]
+    # REAL/ holds 60 images and a broken file; the 45 drawn for fitting are never validation images
+    assert manifest["training"]["n_images"] + tuning["n_real"] == 60 and tuning["n_fake"] == 20
+    assert tuning["data"] == str(tmp_path / "data") and tuning["fingerprint"].startswith("sha256:")
+    assert tuning["candidate_auc"][tuning["chosen"]] == max(tuning["candidate_auc"].values())
+    weights = {entry["name"]: entry["weight"] for entry in manifest["ensemble"]["members"]}
+    assert json.loads(capsys.readouterr().out)["weights"] == weights
+    code = main(["fit-ensemble", str(tmp_path / "data"), "--tune-weights", str(tmp_path / "data"),
+                 "--weights", "patch-lof=2", "--out", str(tmp_path / "other")])
+    assert code == 2 and "give --weights or --tune-weights, not both" in capsys.readouterr().err
 
 
 def test_fit_ensemble_command_names_valid_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,10 @@ class LabelledSet(ABC):
             chosen += rng.sample(members, min(want, len(members)))
         return _Subset(self, sorted(chosen, key=lambda item: item.key))
 
+    def without(self, keys: set[str]) -> "LabelledSet":
+        """The items whose keys are not in ``keys`` (for example images already used for fitting)."""
+        return _Subset(self, [item for item in self.items if item.key not in keys])
+
     def _finish(self) -> None:
         self.items.sort(key=lambda item: item.key)
         if not self.items:

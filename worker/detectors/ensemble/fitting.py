@@ -67,8 +67,12 @@ def split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray, np
     return np.sort(order[held:]), np.sort(order[: held // 2]), np.sort(order[held // 2: held])
 
 
-def fit_ensemble(images: np.ndarray, options: FitOptions) -> tuple[OneClassEnsemble, FitReport]:
-    """Fit every chosen member on real images (uint8, n x size x size x 3) and calibrate the vote."""
+def fit_ensemble(images: np.ndarray, options: FitOptions,
+                 tuning: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[OneClassEnsemble, FitReport]:
+    """Fit every chosen member on real images (uint8, n x size x size x 3) and calibrate the vote.
+
+    With ``tuning`` (labelled validation images and their labels, 1 = fake) the vote's weights are
+    chosen on it (see :mod:`.tuning`) instead of taken from the options."""
     from tqdm import tqdm
 
     check_options(options)
@@ -88,16 +92,25 @@ def fit_ensemble(images: np.ndarray, options: FitOptions) -> tuple[OneClassEnsem
         scales[name] = ScoreScale.fit(member.score(scale_bank))
         members[name] = member
         report.member_seconds[name] = round(time.perf_counter() - started, 2)
+    weights, tuned = options.weights, None
+    if tuning is not None:
+        from worker.detectors.ensemble.tuning import tune_weights
+
+        validation = FeatureBank(tuning[0])
+        weights, tuned = tune_weights({name: scales[name](member.score(validation))
+                                       for name, member in members.items()}, tuning[1], options.vote)
     parts = {name: scales[name](member.score(threshold_bank)) for name, member in members.items()}
-    threshold = vote_threshold(weighted_vote(parts, options.weights, options.vote), options.percentile)
-    manifest = build_manifest(options, members, scales, threshold)
+    threshold = vote_threshold(weighted_vote(parts, weights, options.vote), options.percentile)
+    manifest = build_manifest(options, members, scales, weights, threshold)
+    if tuned is not None:
+        manifest["ensemble"]["tuning"] = tuned
     return OneClassEnsemble(options.name, "unsaved", manifest, members), report
 
 
 def build_manifest(options: FitOptions, members: dict[str, Member], scales: dict[str, ScoreScale],
-                   threshold: float) -> dict[str, Any]:
+                   weights: dict[str, float], threshold: float) -> dict[str, Any]:
     entries = [{"name": name, "summary": member.summary, "features": list(member.config["features"]),
-                "weight": options.weights[name], "config": member.config, "scale": scales[name].as_json()}
+                "weight": weights[name], "config": member.config, "scale": scales[name].as_json()}
                for name, member in members.items()]
     return {
         "name": options.name,

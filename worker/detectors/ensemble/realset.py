@@ -14,13 +14,16 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from fakescan.errors import DataError
 from fakescan.settings import Settings
 from fakescan.storage import IMAGE_EXTENSIONS, ListFilter, open_store
+
+if TYPE_CHECKING:
+    from worker.training.data import LabelledSet
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +102,36 @@ def _from_store(source: str, settings: Settings) -> RealImages:
 
 def load_array(images: RealImages, size: int, settings: Settings, progress: bool) -> tuple[np.ndarray, list[str]]:
     """Decode and resize every image into a uint8 (n, size, size, 3) array; returns it and the skip reasons."""
+    array, _, skipped = decode_stream(images.read_all(), len(images.keys), size, settings, progress)
+    return array, skipped
+
+
+def load_labelled_array(labelled: LabelledSet, size: int, settings: Settings,
+                        progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled set decoded like the real images (same resize), and its labels (1 = fake)."""
+    stream = zip((item.key for item in labelled.items), labelled.read_many(labelled.items))
+    array, kept, _ = decode_stream(stream, len(labelled.items), size, settings, progress)
+    return array, np.array([labelled.items[i].label for i in kept], dtype=np.int64)
+
+
+def decode_stream(stream: Iterable[tuple[str, bytes]], total: int, size: int, settings: Settings,
+                  progress: bool) -> tuple[np.ndarray, list[int], list[str]]:
+    """(key, bytes) pairs decoded into a uint8 (n, size, size, 3) array; also the positions kept
+    and the skip reasons of undecodable images, which are logged and left out."""
     from tqdm import tqdm
 
     from worker.decode import DecodeError, decode_image
     from worker.detectors.ensemble.features import to_array
 
-    array = np.empty((len(images.keys), size, size, 3), dtype=np.uint8)
-    kept, skipped = 0, []
-    for key, data in tqdm(images.read_all(), total=len(images.keys), desc="reading", disable=not progress):
+    array = np.empty((total, size, size, 3), dtype=np.uint8)
+    kept: list[int] = []
+    skipped: list[str] = []
+    for position, (key, data) in enumerate(tqdm(stream, total=total, desc="reading", disable=not progress)):
         try:
-            array[kept] = to_array([decode_image(data, settings.max_image_pixels)], size)[0]
-            kept += 1
+            array[len(kept)] = to_array([decode_image(data, settings.max_image_pixels)], size)[0]
+            kept.append(position)
         except DecodeError as error:
             skipped.append(f"{key}: {error}")
     if skipped:
         log.warning("skipped %d undecodable images, first: %s", len(skipped), skipped[0])
-    return array[:kept], skipped
+    return array[:len(kept)], kept, skipped
