@@ -26,3 +26,31 @@ def test_s3_prefix_matches_folder(s3_service, s3_bucket, monkeypatch, tmp_path):
     assert from_s3.counts() == {"real": 3, "fake": 3}
     assert from_s3.fingerprint() == from_folder.fingerprint()
     assert list(from_s3.read_many(from_s3.items)) == [files[item.key] for item in from_s3.items]
+
+
+def test_fit_ensemble_tunes_on_the_same_s3_prefix_without_its_fit_images(s3_service, s3_bucket, monkeypatch,
+                                                                          tmp_path, capsys):
+    """Object keys carry the prefix, labelled keys do not: the fit sample must still be left out."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from fakescan.cli import main
+    from tests.model.ensemble_images import planted_anomalies, smooth_scenes
+
+    monkeypatch.setenv("FAKESCAN_S3_ENDPOINT_URL", s3_service.url)
+    client = boto3.client("s3", endpoint_url=s3_service.url)
+    for folder, images in (("REAL", smooth_scenes(60, seed=7)), ("FAKE", planted_anomalies(20, seed=8))):
+        for i, image in enumerate(images):
+            body = io.BytesIO()
+            Image.fromarray(image).save(body, "PNG")
+            client.put_object(Bucket=s3_bucket, Key=f"archive/{folder}/{i}.png", Body=body.getvalue())
+    source = f"s3://{s3_bucket}/archive/"
+    code = main(["fit-ensemble", source, "--class-dir", "REAL", "--limit", "45", "--members",
+                 "colour-mahalanobis,patch-lof", "--tune-weights", source, "--out", str(tmp_path / "detector"),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "detector" / "fakescan.json").read_text())
+    tuning = manifest["ensemble"]["tuning"]
+    assert (manifest["training"]["n_images"], tuning["n_real"], tuning["n_fake"]) == (45, 15, 20)
