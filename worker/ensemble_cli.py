@@ -56,7 +56,7 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     from worker.detectors.ensemble import parse_members
     from worker.detectors.ensemble.calibration import parse_weights
     from worker.detectors.ensemble.fitting import FitOptions, check_options, fit_ensemble, peak_memory_mb
-    from worker.detectors.ensemble.realset import load_array, open_real_images
+    from worker.detectors.ensemble.realset import load_array, load_labelled_array, open_real_images
 
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be positive")
@@ -73,10 +73,11 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     images = open_real_images(args.data, settings, args.class_dir).limited(args.limit, args.seed)
     array, skipped = load_array(images, args.size, settings, options.progress)
-    tuning = tuning_set(args, images.keys, settings, options.progress) if args.tune_weights else None
+    labelled = tuning_set(args, images.keys, settings) if args.tune_weights else None
+    tuning = load_labelled_array(labelled, args.size, settings, options.progress) if labelled else None
     detector, report = fit_ensemble(array, options, tuning)
-    if tuning is not None:
-        detector.manifest["ensemble"]["tuning"].update(data=args.tune_weights, fingerprint=tuning[2])
+    if labelled is not None:
+        detector.manifest["ensemble"]["tuning"].update(data=args.tune_weights, fingerprint=labelled.fingerprint())
     detector.manifest["training"] = {
         "data": args.data, "class_dir": args.class_dir, "fingerprint": images.fingerprint(),
         "n_images": int(len(array)), "n_skipped": len(skipped), "n_fit": report.n_fit,
@@ -90,10 +91,8 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def tuning_set(args: argparse.Namespace, fit_keys: list[str], settings: Settings,
-               progress: bool) -> tuple[Any, Any, str]:
-    """The --tune-weights images, labels and fingerprint; never an image the members are fitted on."""
-    from worker.detectors.ensemble.realset import load_labelled_array
+def tuning_set(args: argparse.Namespace, fit_keys: list[str], settings: Settings) -> Any:
+    """The --tune-weights labelled set; never an image the members are fitted on."""
     from worker.training.data import open_labelled
 
     labelled = open_labelled(args.tune_weights, settings)
@@ -101,9 +100,7 @@ def tuning_set(args: argparse.Namespace, fit_keys: list[str], settings: Settings
         # an object store lists full keys, a labelled set keys relative to its prefix: match on path tails
         tails = {"/".join(parts[i:]) for parts in (key.split("/") for key in fit_keys) for i in range(len(parts))}
         labelled = labelled.without(tails)
-    labelled = labelled.limited(args.tune_limit, args.seed)
-    images, labels = load_labelled_array(labelled, args.size, settings, progress)
-    return images, labels, labelled.fingerprint()
+    return labelled.limited(args.tune_limit, args.seed)
 
 
 def same_source(first: str, second: str) -> bool:
