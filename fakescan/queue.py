@@ -1,6 +1,6 @@
 """The Celery application both roles share: the scheduler sends batches, the worker runs them.
 
-Delivery settings are deliberate (see README "Delivery guarantees"):
+Delivery settings are deliberate (see docs/operations.md, "Delivery guarantees"):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a batch is acknowledged only after its
   results are committed; a worker that dies mid-batch leaves it to be redelivered.
 - ``worker_prefetch_multiplier=1``: a worker holds one batch beyond the one it runs, so a dying
