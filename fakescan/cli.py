@@ -41,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _translate(error: BaseException) -> FakescanError | None:
     """Known failure kinds from the libraries underneath, as one-line FakescanErrors."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError as DatabaseUnavailable
+
     from fakescan.catalog import DuplicateName, UnknownDetector
     from fakescan.db.migrate import SchemaOutOfDate
     from fakescan.errors import BrokerError, DatabaseError, DetectorError
-    from pydantic import ValidationError
-    from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 
     if isinstance(error, FakescanError):
         return error

@@ -75,7 +75,7 @@ class VerdictPolicy:
         if unknown:
             raise UsageError(f"unknown verdict policy keys {unknown}; valid: {', '.join(sorted(known))}")
         try:
-            values = {key: tuple(map(str, value)) if key.startswith("decisive_") else value
+            values: dict[str, Any] = {key: tuple(map(str, value)) if key.startswith("decisive_") else value
                       for key, value in data.items()}
             for key in ("detector_weights", "provenance_weights"):
                 if key in values:

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _policy_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", metavar="FILE", help="JSON policy file (default: FAKESCAN_VERDICT_POLICY, else built in)")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="JSON policy file (default: FAKESCAN_VERDICT_POLICY, else built in)")
 
 
 def _policy(args: argparse.Namespace, settings: Settings) -> Any:

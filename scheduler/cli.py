@@ -219,7 +219,6 @@ def _database_location(settings: Settings) -> str:
 
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
-
     from sqlalchemy.exc import ArgumentError
 
     try:

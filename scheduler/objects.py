@@ -43,7 +43,8 @@ def _changed(excluded: Any) -> Any:
     )
 
 
-def prior_results(session: Session, object_ids: Sequence[int], detectors: Sequence[tuple[str, str]]) -> list[PriorResult]:
+def prior_results(session: Session, object_ids: Sequence[int],
+                  detectors: Sequence[tuple[str, str]]) -> list[PriorResult]:
     """Results already stored for these objects by these (detector, version) pairs."""
     if not object_ids or not detectors:
         return []

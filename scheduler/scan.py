@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -114,7 +115,7 @@ class _ScanRun:
         pending: list[int] = []
         batch_size = self.request.batch_size
         for chunk in chunked(store.list(self.request.filters), self.request.chunk_size):
-            pending.extend(self._retrying(lambda: self._record_chunk(chunk)))
+            pending.extend(self._retrying(partial(self._record_chunk, chunk)))
             while len(pending) >= batch_size:
                 self._send(pending[:batch_size])
                 del pending[:batch_size]

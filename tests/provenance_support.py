@@ -132,7 +132,8 @@ class TestSigner:
         now = datetime.datetime.now(datetime.timezone.utc)
         root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
         valid = dict(not_before=now - datetime.timedelta(days=1), not_after=now + datetime.timedelta(days=30))
-        root = (x509.CertificateBuilder().subject_name(_name("fakescan test root")).issuer_name(_name("fakescan test root"))
+        root = (x509.CertificateBuilder()
+                .subject_name(_name("fakescan test root")).issuer_name(_name("fakescan test root"))
                 .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(valid["not_before"]).not_valid_after(valid["not_after"])
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -146,7 +147,8 @@ class TestSigner:
                 .add_extension(_usage(signing=True), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+                               critical=False)
                 .sign(root_key, hashes.SHA256()))
         pem = lambda cert: cert.public_bytes(serialization.Encoding.PEM).decode()  # noqa: E731
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -162,7 +164,9 @@ class TestSigner:
                 {"action": "c2pa.created", "digitalSourceType": IPTC + source_type}]}}],
         }
         context = c2pa.Context(settings=c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
-        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, self.chain_pem.encode(), self.key_pem.encode(), None))
+        signer_info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, self.chain_pem.encode(),
+                                          self.key_pem.encode(), None)
+        signer = c2pa.Signer.from_info(signer_info)
         output = io.BytesIO()
         with c2pa.Builder(manifest, context) as builder:
             builder.sign(signer, mime, io.BytesIO(asset), output)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from fakescan.catalog import MANIFEST, DetectorRef
 
+
 def detector_folder(parent: Path, name: str, family: str = "test-brightness", version: str = "1",
                     **options: Any) -> Path:
     folder = parent / name

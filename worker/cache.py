@@ -19,7 +19,6 @@ from fakescan.catalog import MANIFEST, DetectorRef, local_folder, read_manifest
 from fakescan.errors import DetectorError
 from fakescan.settings import Settings
 from fakescan.storage import Store, open_store
-
 from worker.detectors import Detector, load_detector
 from worker.metrics import observe_model_load
 

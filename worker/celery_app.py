@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 
 from fakescan.logs import configure_logging
 from fakescan.queue import make_celery_app
@@ -89,6 +89,9 @@ def _heartbeat(sender: Any = None, **_: Any) -> None:
     from worker.health import install_heartbeat
 
     install_heartbeat(load_settings(), str(sender) if sender else None)
+
+
+app: Celery  # declared, not bound: the module __getattr__ below builds it on first access
 
 
 def __getattr__(name: str) -> Any:

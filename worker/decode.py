@@ -45,7 +45,8 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise DecodeError("decompression-bomb", str(error)) from None
     except MALFORMED_INPUT as error:
-        raise DecodeError("corrupt", f"truncated or corrupt {image.format or 'image'} data ({_first_line(error)})") from None
+        kind = image.format or "image"
+        raise DecodeError("corrupt", f"truncated or corrupt {kind} data ({_first_line(error)})") from None
     return to_rgb(_upright(image))
 
 

@@ -113,7 +113,8 @@ def serve(port: int, *, multiprocess: bool, address: str = "0.0.0.0") -> Any:
     """Start the HTTP endpoint in a background thread of this process; returns the server."""
     if multiprocess:
         folder = prepare_multiprocess_dir()
-        from prometheus_client import CollectorRegistry, multiprocess as prometheus_multiprocess
+        from prometheus_client import CollectorRegistry
+        from prometheus_client import multiprocess as prometheus_multiprocess
 
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=str(folder))

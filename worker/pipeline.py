@@ -24,10 +24,10 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from fakescan.catalog import DetectorRef
 from fakescan.db.models import Scan, ScanItem, StoredObject, utcnow
@@ -41,7 +41,7 @@ from worker.fetch import FetchedObject, InfrastructureFault, fetch_all
 from worker.metrics import observe_batch
 
 log = logging.getLogger(__name__)
-SessionFactory = Callable[[], Session]
+SessionFactory = sessionmaker[Session]
 STAGES = ("fetch", "decode", "inference", "write")
 __all__ = ["BatchCrashed", "BatchReport", "InfrastructureFault", "STAGES", "process_batch"]
 
@@ -158,7 +158,8 @@ def score(detectors: Sequence[Detector], fetched: Sequence[FetchedObject], setti
     """Result rows for every (object, detector) pair: fetch errors first, then each detector's predictions."""
     readable = [item for item in fetched if item.error is None]
     decoders = [TimedDecoder(settings.max_image_pixels) for _ in readable]
-    samples = [Sample(item.object.uri, item.data or b"", decoder=decoder) for item, decoder in zip(readable, decoders)]
+    samples = [Sample(item.object.uri, item.data or b"", decoder=decoder)
+               for item, decoder in zip(readable, decoders, strict=True)]
     rows = [error_row(item, detector, item.error) for item in fetched if item.error is not None
             for detector in detectors]
     for detector in detectors:
@@ -171,7 +172,7 @@ def score(detectors: Sequence[Detector], fetched: Sequence[FetchedObject], setti
         report.stage_seconds["decode"] += decode_seconds
         report.stage_seconds["inference"] += inference
         scored = sum(1 for p in predictions if p.error is None) or 1
-        for item, decoder, prediction in zip(readable, decoders, predictions):
+        for item, decoder, prediction in zip(readable, decoders, predictions, strict=True):
             rows.append(prediction_row(item, detector, prediction, decoder.seconds, inference / scored))
     return rows
 
@@ -205,7 +206,8 @@ def predict_isolated(detector: Detector, samples: Sequence[Sample]) -> list[Pred
 
 def _checked(detector: Detector, samples: Sequence[Sample], predictions: list[Prediction]) -> list[Prediction]:
     if len(predictions) != len(samples):
-        raise BatchCrashed(f"detector {detector.name} returned {len(predictions)} predictions for {len(samples)} images")
+        raise BatchCrashed(f"detector {detector.name} returned {len(predictions)} predictions "
+                           f"for {len(samples)} images")
     return predictions
 
 

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fakescan.settings import Settings
 
-_DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_DIALECT_INSERT: dict[str, Callable[[Any], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def make_engine(settings: Settings) -> Engine:

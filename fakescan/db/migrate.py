@@ -11,7 +11,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
-
 from fakescan.settings import Settings
 
 

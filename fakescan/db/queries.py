@@ -36,12 +36,12 @@ def iter_results(session: Session, query: ResultQuery) -> Iterator[dict[str, Any
     """Matching results as dicts with RESULT_FIELDS, oldest row first."""
     statement = results_statement(session, query).execution_options(yield_per=FETCH_ROWS)
     for row in session.execute(statement):
-        record = dict(zip(RESULT_FIELDS, row))
+        record = dict(zip(RESULT_FIELDS, row, strict=True))
         record["scanned_at"] = scans.as_utc(record["scanned_at"])
         yield record
 
 
-def results_statement(session: Session, query: ResultQuery) -> Select[Any]:
+def results_statement(session: Session, query: ResultQuery) -> Select[*tuple[Any, ...]]:
     statement = (
         select(StoredObject.uri, Result.detector, Result.detector_version, Result.score, Result.verdict,
                Result.status, Result.error, Result.scanned_at, Result.parts, Result.scan_id)
@@ -57,7 +57,7 @@ def results_statement(session: Session, query: ResultQuery) -> Select[Any]:
     return statement
 
 
-def _of_scan(session: Session, statement: Select[Any], scan_id: int) -> Select[Any]:
+def _of_scan(session: Session, statement: Select[*tuple[Any, ...]], scan_id: int) -> Select[*tuple[Any, ...]]:
     scan = scans.get_scan(session, scan_id)
     return statement.join(
         ScanItem, and_(ScanItem.object_id == Result.object_id, ScanItem.scan_id == scan.id)

@@ -46,8 +46,8 @@ def write_batch(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]
 
 def _lock_scan(session: Session, scan_id: int, *, exclusive: bool) -> bool:
     """FOR KEY SHARE (keeps the scan while its results reference it) or FOR NO KEY UPDATE."""
-    lock = {"key_share": True} if exclusive else {"key_share": True, "read": True}
-    return session.scalar(select(Scan.id).where(Scan.id == scan_id).with_for_update(**lock)) is not None
+    statement = select(Scan.id).where(Scan.id == scan_id).with_for_update(key_share=True, read=not exclusive)
+    return session.scalar(statement) is not None
 
 
 def _lock_live_objects(session: Session, object_ids: Iterable[int]) -> set[int]:

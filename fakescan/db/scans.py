@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Sequence, cast, overload
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import CursorResult, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fakescan.db.models import Scan, ScanItem, utcnow
@@ -15,11 +15,12 @@ from fakescan.errors import UsageError
 def finish_if_complete(session: Session, scan_id: int) -> bool:
     """Mark the scan finished once listing is over and no item is still queued; idempotent."""
     pending = exists().where(ScanItem.scan_id == scan_id, ScanItem.state == "queued")
-    result = session.execute(
+    # an UPDATE's result is a CursorResult (rowcount); Session.execute is typed for any statement
+    result = cast(CursorResult[Any], session.execute(
         update(Scan)
         .where(Scan.id == scan_id, Scan.listing_finished_at.is_not(None), Scan.finished_at.is_(None), ~pending)
         .values(state="finished", finished_at=utcnow())
-    )
+    ))
     return bool(result.rowcount)
 
 
@@ -81,6 +82,14 @@ def item_counts(session: Session, scan_id: int) -> dict[str, int]:
         select(ScanItem.state, func.count()).where(ScanItem.scan_id == scan_id).group_by(ScanItem.state)
     )
     return {state: count for state, count in rows}
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+@overload
+def as_utc(moment: datetime | None) -> datetime | None: ...
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

@@ -35,7 +35,7 @@ def record_verdicts(session: Session, object_ids: Sequence[int], policy: Verdict
     """
     by_object = _stored_results(session, object_ids, detectors)
     now = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for object_id in sorted(by_object):
         decision = combine(by_object[object_id], policy)
         rows.append({"object_id": object_id, "policy_version": policy.version, "verdict": decision.verdict,
@@ -70,7 +70,7 @@ def recompute(session_factory: Callable[[], Session], policy: VerdictPolicy,
         last_id = ids[-1]
 
 
-def _object_ids(scan_id: int | None, after: int) -> Select[Any]:
+def _object_ids(scan_id: int | None, after: int) -> Select[*tuple[Any, ...]]:
     if scan_id is not None:
         column = ScanItem.object_id
         statement = select(column).where(ScanItem.scan_id == scan_id)
@@ -111,7 +111,8 @@ def iter_verdicts(session: Session, policy_version: str, scan_id: int | None = N
     statement = _filtered(session, statement, scan_id, verdict)
     if limit is not None:
         statement = statement.limit(limit)
-    for uri, found, score, explanation, decided_at in session.execute(statement.execution_options(yield_per=FETCH_ROWS)):
+    rows = session.execute(statement.execution_options(yield_per=FETCH_ROWS))
+    for uri, found, score, explanation, decided_at in rows:
         yield {"uri": uri, "verdict": found, "score": score, "explanation": explanation,
                "decided_at": scans.as_utc(decided_at)}
 
@@ -122,7 +123,8 @@ def verdict_counts(session: Session, policy_version: str, scan_id: int | None = 
     return {found: count for found, count in session.execute(statement)}
 
 
-def _filtered(session: Session, statement: Select[Any], scan_id: int | None, verdict: str | None) -> Select[Any]:
+def _filtered(session: Session, statement: Select[*tuple[Any, ...]], scan_id: int | None,
+              verdict: str | None) -> Select[*tuple[Any, ...]]:
     if scan_id is not None:
         scan = scans.get_scan(session, scan_id)
         statement = statement.join(ScanItem, and_(ScanItem.object_id == Verdict.object_id, ScanItem.scan_id == scan.id))

@@ -5,16 +5,16 @@ Revises: 0001
 Create Date: 2026-11-22
 """
 
-from typing import Sequence, Union
+from typing import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0002"
-down_revision: Union[str, None] = "0001"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 IdType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 JsonType = sa.JSON().with_variant(JSONB(), "postgresql")

@@ -43,7 +43,7 @@ def decoded(labelled: Any, items: list[Any], max_pixels: int) -> tuple[list[int]
     from worker.decode import DecodeError, decode_image
 
     labels, images = [], []
-    for item, data in zip(items, labelled.read_many(items)):
+    for item, data in zip(items, labelled.read_many(items), strict=True):
         try:
             images.append(decode_image(data, max_pixels))
             labels.append(item.label)
@@ -59,7 +59,7 @@ def score_all(detector: Any, labelled: Any, items: list[Any],
     parts: dict[str, list[float]] = {name: [] for name in detector.members}
     for start in range(0, len(items), CHUNK):
         chunk_labels, images = decoded(labelled, items[start:start + CHUNK], max_pixels)
-        for label, prediction in zip(chunk_labels, detector.predict(images)):
+        for label, prediction in zip(chunk_labels, detector.predict(images), strict=True):
             labels.append(label)
             scores.append(prediction.score)
             for name, value in prediction.parts.items():

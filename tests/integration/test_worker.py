@@ -6,8 +6,9 @@
 - a worker SIGKILLed (its whole process group) in the middle of a batch: the batch is redelivered
   after the visibility timeout and the survivor finishes it; nothing lost, nothing duplicated.
 
-The workers (one prefork, one threads pool) run ``fakescan worker`` with the test-only families registered (tests.worker_families),
-so the kill test can use a deliberately slow detector. They are shared by the module's tests.
+The workers (one prefork, one threads pool) run ``fakescan worker`` with the test-only families
+registered (tests.worker_families), so the kill test can use a deliberately slow detector. They are
+shared by the module's tests.
 """
 
 from __future__ import annotations

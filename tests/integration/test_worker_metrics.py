@@ -127,7 +127,8 @@ def test_metrics_endpoint_counts_what_the_results_table_holds(stack: Stack) -> N
 
     engine = create_engine(stack.database)
     with engine.connect() as connection:
-        table = {(detector, status, verdict or "none"): count for detector, status, verdict, count in connection.execute(
+        table = {(detector, status, verdict or "none"): count
+                 for detector, status, verdict, count in connection.execute(
             select(Result.detector, Result.status, Result.verdict, func.count())
             .where(Result.scan_id == scan_id).group_by(Result.detector, Result.status, Result.verdict))}
         batches = connection.execute(select(func.count(func.distinct(ScanItem.batch)))

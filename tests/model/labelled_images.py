@@ -21,7 +21,8 @@ def encoded(pixels: np.ndarray) -> bytes:
 def labelled_files(per_class: int, seed: int = 0, real_dir: str = "REAL", fake_dir: str = "fake") -> dict[str, bytes]:
     """Relative path → PNG bytes; folder names in mixed case on purpose."""
     files = {}
-    for folder, images in ((real_dir, smooth_scenes(per_class, seed)), (fake_dir, planted_anomalies(per_class, seed + 1))):
+    classes = ((real_dir, smooth_scenes(per_class, seed)), (fake_dir, planted_anomalies(per_class, seed + 1)))
+    for folder, images in classes:
         for index, pixels in enumerate(images):
             files[f"{folder}/{index:03d}.png"] = encoded(pixels)
     return files

@@ -77,7 +77,7 @@ def test_calibrate_meets_the_target_fpr(trained, tmp_path, capsys):
     settings = load_settings()
     detector = load_detector(resolve(str(copy), settings), settings)
     scored = score_set(detector, open_labelled(str(data), settings), progress=False)["clean"]
-    real_scores = [s for s, label in zip(scored.scores, scored.labels) if label == 0]
+    real_scores = [s for s, label in zip(scored.scores, scored.labels, strict=True) if label == 0]
     false_positives = sum(score >= thresholds["threshold"] for score in real_scores)
     assert false_positives / len(real_scores) <= 0.1
     assert read_manifest(folder)["thresholds"]["threshold"] == 0.5  # the original folder is untouched

@@ -3,9 +3,8 @@ result, and the combined verdict of every object follows the policy."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import json
+from collections import Counter
 
 import pytest
 from sqlalchemy import select

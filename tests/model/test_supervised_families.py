@@ -71,7 +71,7 @@ def test_flip_average_scores_the_mean_of_both_mirrors(tiny_set, tmp_path):
     assert two.version == one.version + "-flip"  # the same weights, other scores
     images = [decode_rgb(p.read_bytes()) for p in sorted(tiny_set.rglob("*.png"))[::4]]
     mirrored = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in images]
-    expected = [(a + b) / 2 for a, b in zip(one.scores(images), one.scores(mirrored))]
+    expected = [(a + b) / 2 for a, b in zip(one.scores(images), one.scores(mirrored), strict=True)]
     loaded = load_detector(resolve(str(tmp_path / "flipped"), settings), settings)
     assert loaded.options["flip_average"] is True
     assert loaded.scores(images) == pytest.approx(expected, abs=1e-6)

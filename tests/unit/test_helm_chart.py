@@ -146,7 +146,8 @@ def test_keda_takes_redis_address_database_and_tls_from_a_plain_broker_url() -> 
     values["autoscaling"] = {"keda": {"enabled": True}}
     scaled = by_kind_and_name(render_chart(values))[("ScaledObject", "scan-fakescan-worker")]
     metadata = scaled["spec"]["triggers"][0]["metadata"]
-    assert (metadata["address"], metadata["databaseIndex"], metadata["enableTLS"]) == ("cache.internal:6380", "3", "true")
+    found = (metadata["address"], metadata["databaseIndex"], metadata["enableTLS"])
+    assert found == ("cache.internal:6380", "3", "true")
 
 
 def test_one_nightly_cronjob_per_source_running_fakescan_nightly() -> None:

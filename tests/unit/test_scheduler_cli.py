@@ -12,8 +12,7 @@ from fakescan.cli import main
 from fakescan.db.engine import make_engine, make_sessionmaker
 from fakescan.errors import SourceError, UsageError
 from fakescan.settings import load_settings
-from tests.scheduler_support import (  # noqa: F401 (only_named_detectors is autouse)
-    RecordingWorker, make_detector_folder, only_named_detectors, png_bytes)
+from tests.scheduler_support import RecordingWorker, make_detector_folder, only_named_detectors, png_bytes  # noqa: F401 (only_named_detectors is autouse)
 from tests.services import free_port
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.training.metrics import (classification_metrics, expected_calibration_error, threshold_for_fpr,
-                                     threshold_for_macro_f1)
+from worker.training.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    threshold_for_fpr,
+    threshold_for_macro_f1,
+)
 
 
 def test_threshold_for_fpr_allows_at_most_the_target():
@@ -14,11 +18,11 @@ def test_threshold_for_fpr_allows_at_most_the_target():
     scores = list(rng.uniform(0, 0.7, 200)) + list(rng.uniform(0.3, 1, 200))
     for target in (0.0, 0.01, 0.05, 0.2):
         threshold = threshold_for_fpr(labels, scores, target)
-        false_positives = sum(s >= threshold for s, y in zip(scores, labels) if y == 0)
+        false_positives = sum(s >= threshold for s, y in zip(scores, labels, strict=True) if y == 0)
         assert false_positives <= target * 200
         # and it is the lowest such threshold: moving down to the next real score breaks the target
-        lower = max(s for s, y in zip(scores, labels) if y == 0 and s < threshold)
-        assert sum(s >= lower for s, y in zip(scores, labels) if y == 0) > target * 200
+        lower = max(s for s, y in zip(scores, labels, strict=True) if y == 0 and s < threshold)
+        assert sum(s >= lower for s, y in zip(scores, labels, strict=True) if y == 0) > target * 200
 
 
 def test_macro_f1_threshold_separates_separable_scores():

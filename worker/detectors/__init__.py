@@ -8,12 +8,10 @@ detector of that family is loaded. A duplicate family raises; an unknown one nam
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from fakescan.catalog import DetectorRef, DuplicateName, family_info, local_folder
 from fakescan.settings import Settings
-
 from worker.detectors.base import Detector, Prediction, Preprocessing, Sample, Thresholds
 
 __all__ = ["Detector", "Prediction", "Preprocessing", "Sample", "Thresholds", "register_family",

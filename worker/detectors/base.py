@@ -118,7 +118,7 @@ class Detector(ABC):
                 positions.append(position)
             except Exception as error:
                 predictions[position] = Prediction(None, error=str(error) or type(error).__name__)
-        for position, prediction in zip(positions, self.predict(images) if images else []):
+        for position, prediction in zip(positions, self.predict(images) if images else [], strict=True):
             predictions[position] = prediction
         return [p for p in predictions if p is not None]
 

@@ -6,6 +6,7 @@ of 32/64/128/256 with ``pool_first``. Grad-CAM explains both classes."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ class CompactCNN(nn.Module):
         super().__init__()
         channels = [3] + list(widths)
         self.blocks = nn.Sequential(*(conv_block(a, b, convs_per_block, pool_first)
-                                      for a, b in zip(channels, channels[1:])))
+                                      for a, b in pairwise(channels)))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(channels[-1], 2)
@@ -50,6 +51,7 @@ class CompactCNN(nn.Module):
 
 @register_family("compact-cnn")
 class CompactCNNDetector(TorchClassifier):
+    module: CompactCNN
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {"widths": [32, 64, 128], "convs_per_block": 1, "dropout": 0.5, "input_size": 32, "pool_first": False}

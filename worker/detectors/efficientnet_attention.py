@@ -24,7 +24,7 @@ VARIANTS = ("b0", "b1", "b2", "b3")
 
 def attention_branch(channels: int) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for width_in, width_out in zip((channels, 256, 128), (256, 128, 128)):
+    for width_in, width_out in zip((channels, 256, 128), (256, 128, 128), strict=True):
         layers += [nn.Conv2d(width_in, width_out, 1), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.Conv2d(128, 1, 1), nn.Sigmoid())
 
@@ -56,6 +56,7 @@ class EfficientNetAttention(nn.Module):
 
 @register_family("efficientnet-attention")
 class EfficientNetAttentionDetector(TorchClassifier):
+    module: EfficientNetAttention
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {"variant": "b0", "dense": 64, "dense_weight_decay": 1e-2, "input_size": 128}
@@ -66,7 +67,8 @@ class EfficientNetAttentionDetector(TorchClassifier):
 
         if options["variant"] not in VARIANTS:
             raise DetectorError(f"unknown EfficientNet variant {options['variant']!r}; known: {', '.join(VARIANTS)}")
-        return EfficientNetAttention(str(options["variant"]), int(options["dense"]), float(options["dense_weight_decay"]))
+        return EfficientNetAttention(str(options["variant"]), int(options["dense"]),
+                                     float(options["dense_weight_decay"]))
 
     @classmethod
     def preprocessing_for(cls, options: dict[str, Any]) -> Preprocessing:
@@ -76,7 +78,9 @@ class EfficientNetAttentionDetector(TorchClassifier):
     @classmethod
     def parameter_groups(cls, module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """The Dense(64) kernel carries the model card's L2 penalty; everything else the usual decay."""
-        dense_weight = module.dense[1].weight
+        if not isinstance(module, EfficientNetAttention):
+            raise TypeError(f"expected the EfficientNetAttention this family builds, got {type(module).__name__}")
+        dense_weight = module.get_parameter("dense.1.weight")
         groups = super().parameter_groups(module, weight_decay)
         groups[0]["params"] = [p for p in groups[0]["params"] if p is not dense_weight]
         if dense_weight.requires_grad:
@@ -85,7 +89,7 @@ class EfficientNetAttentionDetector(TorchClassifier):
 
     @classmethod
     def load_backbone(cls, module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-        return load_prefixed(module.backbone, state, ("features.", "backbone."))
+        return load_prefixed(module.get_submodule("backbone"), state, ("features.", "backbone."))
 
     def explanation_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.inference_mode():

@@ -97,7 +97,7 @@ def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, A
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    check_checkpoint_folder(folder)
+    folder = check_checkpoint_folder(folder)
     route_transformers_logs()
     try:
         model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True,

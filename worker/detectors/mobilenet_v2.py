@@ -37,6 +37,7 @@ class MobileNetV2Classifier(nn.Module):
 
 @register_family("mobilenet-v2")
 class MobileNetV2Detector(TorchClassifier):
+    module: MobileNetV2Classifier
     threshold_objective = "macro-f1"
     class_weights_default = True
 
@@ -55,7 +56,7 @@ class MobileNetV2Detector(TorchClassifier):
 
     @classmethod
     def load_backbone(cls, module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-        return load_prefixed(module.backbone, state, ("features.", "backbone."))
+        return load_prefixed(module.get_submodule("backbone"), state, ("features.", "backbone."))
 
     def explanation_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         maps = grad_cam(self.module, self.module.backbone[-1], batch)

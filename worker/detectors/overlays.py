@@ -52,6 +52,8 @@ def grad_cam(module: nn.Module, layer: nn.Module, batch: torch.Tensor) -> dict[s
                 target = _target_logit(logits, name)
                 target.sum().backward()
             activation = captured["activation"]
+            if activation.grad is None:
+                raise RuntimeError(f"{type(layer).__name__} got no gradient: it does not lead to the logits")
             weights = activation.grad.mean(dim=(2, 3), keepdim=True)
             maps[name] = scale_maps(F.relu((weights * activation).sum(dim=1)).detach())
         return maps

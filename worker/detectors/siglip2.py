@@ -36,15 +36,15 @@ def check_architecture(model: nn.Module) -> None:
                             "other classifiers run as family 'hf-classifier'")
 
 
-def encoder_blocks(model: nn.Module) -> nn.ModuleList:
+def encoder_blocks(model: Any) -> nn.ModuleList:  # model: a transformers SigLIP classifier
     return model.vision_model.encoder.layers
 
 
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+def head_parameters(model: Any) -> list[nn.Parameter]:
     return list(model.classifier.parameters())
 
 
-def top_block_parameters(model: nn.Module, blocks: int) -> list[nn.Parameter]:
+def top_block_parameters(model: Any, blocks: int) -> list[nn.Parameter]:
     """The head, the final layer norm and the last ``blocks`` encoder blocks (clamped to the depth)."""
     layers = encoder_blocks(model)
     chosen = list(layers)[len(layers) - min(max(blocks, 0), len(layers)):]
@@ -70,8 +70,15 @@ def preprocessing_of(processor: Any) -> Preprocessing:
         raise DetectorError(f"the checkpoint's image processor has no fixed height/width ({size}); "
                             "family 'siglip2' needs a fixed-resolution checkpoint")
     resample = Image.Resampling(int(processor.resample)).name.lower()
-    return Preprocessing((int(height), int(width)), tuple(map(float, processor.image_mean)),
-                         tuple(map(float, processor.image_std)), resample)
+    return Preprocessing((int(height), int(width)), _rgb(processor.image_mean, "image_mean"),
+                         _rgb(processor.image_std, "image_std"), resample)
+
+
+def _rgb(values: Any, name: str) -> tuple[float, float, float]:
+    if len(values) != 3:
+        raise DetectorError(f"the checkpoint's image processor has {len(values)} {name} values; fakescan feeds RGB (3)")
+    red, green, blue = (float(value) for value in values)
+    return red, green, blue
 
 
 def file_digest(path: Path) -> str:
@@ -93,7 +100,8 @@ class Siglip2Detector(HFClassifier):
     @classmethod
     def fine_tune(cls, data: str, out: Path, config: Any, settings: Any, command: str = "", name: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
-        """``fakescan train siglip2``: the staged fine-tuning of :mod:`worker.training.siglip2`; returns the manifest."""
+        """``fakescan train siglip2``: the staged fine-tuning of :mod:`worker.training.siglip2`; returns the
+        manifest."""
         from worker.training.siglip2 import fine_tune
 
         return fine_tune(data, out, config, settings, command, name, progress)

@@ -107,7 +107,8 @@ class TorchClassifier(Detector):
     @classmethod
     def parameter_groups(cls, module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """Weight decay on weights, none on biases and normalisation parameters."""
-        decay, plain = [], []
+        decay: list[nn.Parameter] = []
+        plain: list[nn.Parameter] = []
         for parameter in module.parameters():
             if parameter.requires_grad:
                 (decay if parameter.ndim > 1 else plain).append(parameter)

@@ -39,7 +39,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                         help='family option, e.g. --option widths=[64,128,256] --option convs_per_block=2')
     parser.add_argument("--backbone-weights", "--base", dest="backbone_weights",
-                        help="safetensors or torchvision .pth (read weights-only), or for siglip2 the base checkpoint; local or s3://")
+                        help="safetensors or torchvision .pth (read weights-only), or for siglip2 the base "
+                             "checkpoint; local or s3://")
     parser.add_argument("--limit", type=int, help="train on at most this many images, balanced (pilots)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -126,11 +127,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for name, m in conditions.items():
         values = [m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ece")]
         print(f"{name:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}}"
-                                      for v, w in zip(values, (9, 10, 8, 8, 9, 8, 8))))
+                                      for v, w in zip(values, (9, 10, 8, 8, 9, 8, 8), strict=True)))
 
 
 def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("calibrate", help="choose a detector's threshold and uncertain band on labelled data")
+    parser = subparsers.add_parser("calibrate",
+                                   help="choose a detector's threshold and uncertain band on labelled data")
     parser.add_argument("detector", help="detector name or local folder (its fakescan.json is rewritten)")
     parser.add_argument("data", help="folder, .zip, .csv or s3:// prefix with real/ and fake/ inside")
     goal = parser.add_mutually_exclusive_group(required=True)

@@ -17,11 +17,14 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from fakescan.errors import DataError
 from fakescan.settings import Settings
 from fakescan.storage import IMAGE_EXTENSIONS, ListFilter, open_store
+
+if TYPE_CHECKING:
+    from PIL import Image  # imported where used: listing a data set needs no decoder
 
 REAL, FAKE = 0, 1
 LABELS = ("real", "fake")  # index = class id; "fake" is the positive class everywhere
@@ -214,7 +217,7 @@ def open_labelled(source: str, settings: Settings) -> LabelledSet:
     raise DataError(f"cannot read labelled data from {source!r}: give a folder, a .zip, a .csv or an s3:// prefix")
 
 
-def decode_rgb(data: bytes) -> "PIL.Image.Image":  # noqa: F821 - PIL imported lazily
+def decode_rgb(data: bytes) -> Image.Image:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:

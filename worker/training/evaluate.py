@@ -48,7 +48,7 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
             images, labels = [], []
-            for item, data in zip(chunk, labelled.read_many(chunk)):
+            for item, data in zip(chunk, labelled.read_many(chunk), strict=True):
                 try:
                     images.append(decode_rgb(data))
                     labels.append(item.label)
@@ -63,7 +63,7 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
 
 
 def _add(scored: Scored, labels: list[int], predictions: Sequence[Any]) -> None:
-    for label, prediction in zip(labels, predictions):
+    for label, prediction in zip(labels, predictions, strict=True):
         if prediction.error is not None:
             scored.errors += 1
         elif prediction.score is None:

@@ -60,11 +60,12 @@ def load_bank(labelled: LabelledSet, preprocessing: Preprocessing, progress: boo
     in_memory = len(labelled.items) * height * width * 3 <= CACHE_BUDGET
     items, arrays, skipped = [], [], []
     if not in_memory:  # checked lazily per batch; a bad file then fails that batch loudly
-        log.info("%d images at %dx%d exceed the in-memory budget; decoding per batch", len(labelled.items), height, width)
+        log.info("%d images at %dx%d exceed the in-memory budget; decoding per batch",
+                 len(labelled.items), height, width)
         items = list(labelled.items)
     else:
         stream = labelled.read_many(labelled.items)
-        for item, data in tqdm(zip(labelled.items, stream), total=len(labelled.items), desc="decoding",
+        for item, data in tqdm(zip(labelled.items, stream, strict=True), total=len(labelled.items), desc="decoding",
                                unit="img", disable=not progress, mininterval=2):
             try:
                 arrays.append(_decode(data, preprocessing))

@@ -31,8 +31,15 @@ from fakescan import catalog
 from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import Settings
 from worker.detectors.hf_classifier import autocast, fake_label_indices, load_checkpoint, quiet_transformers
-from worker.detectors.siglip2 import (Siglip2Detector, check_architecture, encoder_blocks, head_parameters,
-                                      preprocessing_of, set_trainable, top_block_parameters)
+from worker.detectors.siglip2 import (
+    Siglip2Detector,
+    check_architecture,
+    encoder_blocks,
+    head_parameters,
+    preprocessing_of,
+    set_trainable,
+    top_block_parameters,
+)
 from worker.detectors.torch_classifier import TorchClassifier, normalise
 from worker.training.config import Stage, TrainConfig
 from worker.training.data import LABELS, open_labelled
@@ -58,7 +65,8 @@ def training_stages(options: dict[str, Any]) -> list[Stage]:
     for key, value in values.items():
         bad = not isinstance(value, (int, float)) or value < 0 or (key.endswith("_lr") and value == 0)
         if bad or (not key.endswith("_lr") and value != int(value)):
-            raise UsageError(f"--option {key} must be a {'positive number' if key.endswith('_lr') else 'whole number >= 0'}")
+            wanted = "positive number" if key.endswith("_lr") else "whole number >= 0"
+            raise UsageError(f"--option {key} must be a {wanted}")
     return [
         Stage("head", int(values["head_epochs"]), head_parameters, float(values["head_lr"])),
         Stage("top-blocks", int(values["top_epochs"]), partial(top_block_parameters, blocks=int(values["top_blocks"])),
@@ -164,14 +172,16 @@ def run_stage(detector: Siglip2Detector, stage: Stage, train_bank: ImageBank, va
         record["blocks"] = sum(1 for layer in encoder_blocks(model) if next(layer.parameters()).requires_grad)
     if stage.epochs == 0:
         return record
-    optimiser = torch.optim.AdamW(TorchClassifier.parameter_groups(model, config.weight_decay), lr=stage.lr)
+    lr = config.lr if stage.lr is None else stage.lr
+    optimiser = torch.optim.AdamW(TorchClassifier.parameter_groups(model, config.weight_decay), lr=lr)
     steps = -(-len(train_bank) // config.batch_size) * stage.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
     for epoch in range(1, stage.epochs + 1):
         summary = train_epoch(detector, train_bank, optimiser, schedule, config, generator,
                               f"{stage.name} {epoch}/{stage.epochs}", progress)
         if validation is not None:
-            metrics = classification_metrics(validation.labels.tolist(), bank_scores(detector, validation, config.batch_size))
+            scores = bank_scores(detector, validation, config.batch_size)
+            metrics = classification_metrics(validation.labels.tolist(), scores)
             summary.update(val_accuracy=metrics["accuracy"], val_roc_auc=metrics["roc_auc"])
         record["history"].append({"epoch": epoch, **summary})
         log.info("siglip2 %s epoch %d/%d %s", stage.name, epoch, stage.epochs, summary)
@@ -181,7 +191,8 @@ def run_stage(detector: Siglip2Detector, stage: Stage, train_bank: ImageBank, va
 def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Settings, command: str = "",
                        name: str | None = None, progress: bool = True) -> Siglip2Detector:
     if not config.backbone_weights:
-        raise UsageError("family 'siglip2' fine-tunes a checkpoint you provide: give its folder or s3:// prefix as the base")
+        raise UsageError("family 'siglip2' fine-tunes a checkpoint you provide: "
+                         "give its folder or s3:// prefix as the base")
     stages = training_stages(config.options)
     torch.manual_seed(config.seed)  # the fresh head, shuffling and augmentation all draw from it
     if config.threads:
@@ -194,7 +205,8 @@ def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Sett
     train_bank, validation = split_validation(bank, config.val_fraction)
     detector.manifest.update(preprocessing=bank.preprocessing.as_json(), training={
         "command": command, "base": config.backbone_weights, "base_version": base.version, "data": labelled.source,
-        "data_fingerprint": labelled.fingerprint(), "counts": labelled.counts(), "skipped_undecodable": len(bank.skipped),
+        "data_fingerprint": labelled.fingerprint(), "counts": labelled.counts(),
+        "skipped_undecodable": len(bank.skipped),
         "train_images": len(train_bank), "validation_images": len(validation) if validation else 0,
         "config": {k: v for k, v in asdict(config).items() if k not in ("options", "backbone_weights", "epochs", "lr")},
         "stages": [], "torch": torch.__version__, "transformers": _transformers_version(),

@@ -24,8 +24,15 @@ from tqdm import tqdm
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
 from worker.detectors.base import Detector, write_manifest
-from worker.detectors.torch_classifier import (WEIGHTS, TorchClassifier, fake_probability, normalise,
-                                               read_state_dict, scored_batch, weights_digest)
+from worker.detectors.torch_classifier import (
+    WEIGHTS,
+    TorchClassifier,
+    fake_probability,
+    normalise,
+    read_state_dict,
+    scored_batch,
+    weights_digest,
+)
 from worker.training.config import Stage, TrainConfig
 from worker.training.data import LABELS, open_labelled
 from worker.training.images import ImageBank, load_bank, validation_mask
@@ -79,7 +86,9 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
     """Train, validate, choose the threshold and write the detector folder; returns the trained detector."""
     cls = trainable_class(family)
     if not issubclass(cls, TorchClassifier):  # a family with its own schedule (siglip2's staged fine-tuning)
-        manifest = cls.fine_tune(data, out, config, settings, command=command, name=name, progress=progress)
+        # not on Detector: trainable_class checked that this family defines fine_tune
+        manifest = cls.fine_tune(  # type: ignore[attr-defined]
+            data, out, config, settings, command=command, name=name, progress=progress)
         return cls.load(out, manifest, config.device, config.precision)
     options = cls.complete_options(config.options)
     preprocessing = cls.preprocessing_for(options)
@@ -246,7 +255,8 @@ def _validation_summary(run: Run) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def refresh_batchnorm(module: nn.Module, bank: ImageBank, device: str, batch_size: int, max_images: int = 25_600) -> None:
+def refresh_batchnorm(module: nn.Module, bank: ImageBank, device: str, batch_size: int,
+                      max_images: int = 25_600) -> None:
     """Recompute BatchNorm running statistics as plain averages over (un-augmented) training images.
 
     The running averages kept during training lag behind the weights; on short runs they are far
@@ -264,22 +274,21 @@ def refresh_batchnorm(module: nn.Module, bank: ImageBank, device: str, batch_siz
     chosen = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:max_images]
     for indices in chosen.split(batch_size):
         module(normalise(bank.take(indices).to(device), bank.preprocessing))
-    for layer, momentum in zip(norms, momenta):
+    for layer, momentum in zip(norms, momenta, strict=True):
         layer.momentum = momentum
     module.eval()
 
 
 def _finish(run: Run) -> None:
     refresh_batchnorm(run.module, run.train, run.config.device, run.config.batch_size)
-    thresholds = {"threshold": 0.5, "low": None, "high": None}
+    threshold = 0.5
     if run.validation is not None:
         labels = run.validation.labels.tolist()
         scores = bank_scores(run.module, run.validation, run.config.device, _flip_average(run)).tolist()
         if run.cls.threshold_objective == "macro-f1" and len(set(labels)) == 2:
-            thresholds["threshold"] = threshold_for_macro_f1(labels, scores)
-        run.manifest["training"]["validation_metrics"] = classification_metrics(labels, scores,
-                                                                                thresholds["threshold"])
-    run.manifest["thresholds"] = thresholds
+            threshold = threshold_for_macro_f1(labels, scores)
+        run.manifest["training"]["validation_metrics"] = classification_metrics(labels, scores, threshold)
+    run.manifest["thresholds"] = {"threshold": threshold, "low": None, "high": None}
     write_detector(run.cls, run.module, run.manifest, run.out)
 
 

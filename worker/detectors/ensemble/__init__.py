@@ -4,9 +4,12 @@ Importing this package registers the ``one-class-ensemble`` detector family, the
 and the nine members, in the model card's order.
 """
 
+# the import order is the registration order, which is the model card's
+# isort: off
 from worker.detectors.ensemble import texture  # noqa: F401  (registers the texture and patch features)
-from worker.detectors.ensemble import vae, flow, svdd  # noqa: F401,E401  (members 1-3)
+from worker.detectors.ensemble import vae, flow, svdd  # noqa: F401  (members 1-3)
 from worker.detectors.ensemble import classical  # noqa: F401  (members 4-9)
+# isort: on
 from worker.detectors.ensemble.detector import OneClassEnsemble
 from worker.detectors.ensemble.members import member_class, member_names, parse_members
 

@@ -8,7 +8,6 @@ because a pickle-like load of an arbitrary object can run code.
 from __future__ import annotations
 
 from abc import abstractmethod
-
 from pathlib import Path
 from typing import Any
 

@@ -23,13 +23,15 @@ TRAINING_NOISE = 0.05
 
 
 class AffineCoupling(nn.Module):
+    mask: torch.Tensor  # a buffer
+
     def __init__(self, width: int, hidden: int, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask)
-        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, 2 * width))
-        nn.init.zeros_(self.net[-1].weight)  # start as the identity map
-        nn.init.zeros_(self.net[-1].bias)
+        last = nn.Linear(hidden, 2 * width)
+        nn.init.zeros_(last.weight)  # start as the identity map
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), last)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kept = x * self.mask
@@ -57,13 +59,13 @@ class EdgeFlow(nn.Module):
 
 
 @register_member("edge-flow")
-class EdgeNormalizingFlow(TorchMember):
+class EdgeNormalizingFlow(TorchMember[EdgeFlow]):
     features = ("edges_multiscale",)
     summary = "RealNVP-style affine-coupling flow over multi-scale Sobel edge features; negative log-likelihood"
     epochs = 12
     lr = 1e-3
 
-    def build(self) -> nn.Module:
+    def build(self) -> EdgeFlow:
         return EdgeFlow(self.config["width"], self.config.get("hidden", 64), self.config.get("layers", 6))
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -16,10 +15,14 @@ from worker.detectors.ensemble.features import FeatureBank
 from worker.detectors.ensemble.members import FitContext, Member
 
 SCORE_BATCH = 1024
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class Standardise(nn.Module):
     """Per-column (or per-channel) mean and spread of the training inputs, kept with the weights."""
+
+    mean: torch.Tensor  # buffers, saved with the weights
+    std: torch.Tensor
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -67,7 +70,7 @@ def score_in_batches(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.T
     return torch.cat(parts).numpy() if parts else np.zeros(0)
 
 
-class TorchMember(Member):
+class TorchMember(Member, Generic[ModuleT]):
     """A member whose state is one ``nn.Module`` built from ``config`` and saved as safetensors."""
 
     epochs: int = 20  # default; a "epochs" entry in the member config overrides it
@@ -75,11 +78,21 @@ class TorchMember(Member):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.module: nn.Module | None = None
+        self._module: ModuleT | None = None
         self.device = "cpu"
 
+    @property
+    def module(self) -> ModuleT:
+        if self._module is None:
+            raise RuntimeError(f"member {self.name} is used before it was fitted or loaded")
+        return self._module
+
+    @module.setter
+    def module(self, module: ModuleT) -> None:
+        self._module = module
+
     @abstractmethod
-    def build(self) -> nn.Module:
+    def build(self) -> ModuleT:
         """The untrained torch module of this member."""
 
     def tensor(self, bank: FeatureBank) -> torch.Tensor:
@@ -97,7 +110,10 @@ class TorchMember(Member):
 
     def initialise(self, inputs: torch.Tensor) -> None:
         """Data-dependent buffers set before training (by default the input standardisation)."""
-        self.module.standardise.set_from(inputs)
+        standardise = self.module.get_submodule("standardise")
+        if not isinstance(standardise, Standardise):
+            raise TypeError(f"{type(self.module).__name__} has no Standardise; {self.name} must override initialise")
+        standardise.set_from(inputs)
 
     @abstractmethod
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
@@ -114,7 +130,7 @@ class TorchMember(Member):
         return [name]
 
     @classmethod
-    def load(cls, folder: Path, config: dict[str, Any], device: str) -> "TorchMember":
+    def load(cls, folder: Path, config: dict[str, Any], device: str) -> Self:
         member = cls(config)
         member.device = device
         module = member.build()

@@ -54,7 +54,7 @@ class RealImages:
             yield from ((key, self.reader(key)) for key in self.keys)
             return
         with ThreadPoolExecutor(max_workers=16) as pool:
-            yield from zip(self.keys, pool.map(self.reader, self.keys))
+            yield from zip(self.keys, pool.map(self.reader, self.keys), strict=True)
 
 
 def _selected(keys: list[str], class_dir: str | None) -> list[str]:
@@ -109,7 +109,7 @@ def load_array(images: RealImages, size: int, settings: Settings, progress: bool
 def load_labelled_array(labelled: LabelledSet, size: int, settings: Settings,
                         progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """A labelled set decoded like the real images (same resize), and its labels (1 = fake)."""
-    stream = zip((item.key for item in labelled.items), labelled.read_many(labelled.items))
+    stream = zip((item.key for item in labelled.items), labelled.read_many(labelled.items), strict=True)
     array, kept, _ = decode_stream(stream, len(labelled.items), size, settings, progress)
     return array, np.array([labelled.items[i].label for i in kept], dtype=np.int64)
 

@@ -11,7 +11,7 @@ residual, the band where generators leave most of their traces. Given a ``backbo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -20,11 +20,25 @@ from torch.nn import functional as F
 
 from worker.detectors.ensemble.features import FeatureBank
 from worker.detectors.ensemble.members import FitContext, register_member
-from worker.detectors.ensemble.neural import (SCORE_BATCH, Standardise, TorchMember, load_state, score_in_batches,
-                                              train_minibatches)
-from worker.detectors.ensemble.svdd_backbone import (BACKBONE_DIR, STATISTICS_IMAGES, TOWER_BATCH, BackboneEncoder,
-                                                     build_encoder, load_tower, mirrored_features, save_encoder,
-                                                     unfreeze_top_blocks)
+from worker.detectors.ensemble.neural import (
+    SCORE_BATCH,
+    Standardise,
+    TorchMember,
+    load_state,
+    score_in_batches,
+    train_minibatches,
+)
+from worker.detectors.ensemble.svdd_backbone import (
+    BACKBONE_DIR,
+    STATISTICS_IMAGES,
+    TOWER_BATCH,
+    BackboneEncoder,
+    build_encoder,
+    load_tower,
+    mirrored_features,
+    save_encoder,
+    unfreeze_top_blocks,
+)
 
 LAPLACIAN = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 EMBEDDING = 32
@@ -54,6 +68,8 @@ def centre_of(embeddings: torch.Tensor) -> torch.Tensor:
 
 class SVDDEncoder(nn.Module):
     batch_size = SCORE_BATCH
+    laplacian: torch.Tensor  # buffers, saved with the weights
+    centre: torch.Tensor
 
     def __init__(self, size: int, width: int, embedding: int) -> None:
         super().__init__()
@@ -82,13 +98,13 @@ class SVDDEncoder(nn.Module):
 
 
 @register_member("deep-svdd")
-class DeepSVDD(TorchMember):
+class DeepSVDD(TorchMember[SVDDEncoder | BackboneEncoder]):
     features = ("pixels",)
     summary = "Deep SVDD: small bias-free ResNet encoder, distance to the real images' centre"
     epochs = 4  # more epochs tighten the sphere around the training images themselves (seen on CIFAKE)
     lr = 1e-3
 
-    def build(self) -> nn.Module:
+    def build(self) -> SVDDEncoder:
         config = self.config
         return SVDDEncoder(config["size"], config.get("channels", 16), config.get("embedding", EMBEDDING))
 
@@ -134,23 +150,25 @@ class DeepSVDD(TorchMember):
     @torch.no_grad()
     def initialise(self, inputs: torch.Tensor) -> None:
         """Channel statistics, then the centre: the mean embedding of the untrained network."""
+        encoder = self.module
+        if not isinstance(encoder, SVDDEncoder):  # a backbone's statistics are set in fit_from_backbone
+            raise TypeError(f"initialise is for the small encoder, not {type(encoder).__name__}")
         sample = inputs[:2048]
-        channels = self.module.channels(sample).transpose(0, 1).reshape(6, -1).T
-        self.module.standardise.set_from(channels)
-        self.module.eval()
-        self.module.centre.copy_(centre_of(torch.cat([self.module(sample[i:i + 256])
-                                                      for i in range(0, len(sample), 256)])))
+        channels = encoder.channels(sample).transpose(0, 1).reshape(6, -1).T
+        encoder.standardise.set_from(channels)
+        encoder.eval()
+        encoder.centre.copy_(centre_of(torch.cat([encoder(sample[i:i + 256]) for i in range(0, len(sample), 256)])))
 
     def score(self, bank: FeatureBank) -> np.ndarray:
         return score_in_batches(self.module.distance, self.tensor(bank), self.device, self.module.batch_size)
 
     def save(self, folder: Path) -> list[str]:
-        if "backbone" in self.config:
+        if isinstance(self.module, BackboneEncoder):
             return save_encoder(self.module, folder, self.name)
         return super().save(folder)
 
     @classmethod
-    def load(cls, folder: Path, config: dict[str, Any], device: str) -> "DeepSVDD":
+    def load(cls, folder: Path, config: dict[str, Any], device: str) -> Self:
         if "backbone" not in config:
             return super().load(folder, config, device)
         member = cls(config)

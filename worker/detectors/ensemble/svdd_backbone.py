@@ -40,8 +40,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from fakescan.errors import DetectorError, UsageError
-from worker.detectors.hf_classifier import check_checkpoint_folder, quiet_transformers, route_transformers_logs
 from worker.detectors.ensemble.neural import Standardise, save_state
+from worker.detectors.hf_classifier import check_checkpoint_folder, quiet_transformers, route_transformers_logs
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
@@ -137,6 +137,10 @@ def _triple(value: Any) -> list[float]:
 class SVDDHead(nn.Module):
     """What Deep SVDD adds to the tower: pixel normalisation, feature standardisation, projection, centre."""
 
+    pixel_mean: torch.Tensor  # buffers, saved with the weights
+    pixel_std: torch.Tensor
+    centre: torch.Tensor
+
     def __init__(self, hidden: int, embedding: int) -> None:
         super().__init__()
         self.register_buffer("pixel_mean", torch.zeros(3))
@@ -152,7 +156,7 @@ class SVDDHead(nn.Module):
 class BackboneEncoder(nn.Module):
     batch_size = TOWER_BATCH
 
-    def __init__(self, tower: nn.Module, size: int, embedding: int) -> None:
+    def __init__(self, tower: Any, size: int, embedding: int) -> None:  # tower: a transformers vision model
         super().__init__()
         self.size = size
         self.image_size = int(tower.config.image_size)

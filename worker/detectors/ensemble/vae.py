@@ -50,13 +50,13 @@ def spectral_consistency(reconstruction: torch.Tensor, target: torch.Tensor, sca
 
 
 @register_member("frequency-vae")
-class FrequencyVAE(TorchMember):
+class FrequencyVAE(TorchMember[SpectrumVAE]):
     features = ("fft_multiscale",)
     summary = "VAE over multi-scale FFT magnitude and phase with a spectral consistency loss; reconstruction error"
     epochs = 30
     lr = 2e-3
 
-    def build(self) -> nn.Module:
+    def build(self) -> SpectrumVAE:
         return SpectrumVAE(self.config["width"], self.config.get("hidden", 64), self.config.get("latent", 8))
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:

@@ -149,7 +149,8 @@ def _read_png(data: bytes) -> RawMetadata:
 
 
 def _read_jpeg(data: bytes) -> RawMetadata:
-    meta, position, extended = RawMetadata("jpeg"), 2, {}
+    meta, position = RawMetadata("jpeg"), 2
+    extended: dict[bytes, dict[int, bytes]] = {}
     while position + 4 <= len(data):
         if data[position] != 0xFF:
             raise HostileMetadata(f"JPEG marker expected at byte {position}")
@@ -230,7 +231,7 @@ def _read_other(data: bytes) -> RawMetadata:
             if key == "xmp" and isinstance(value, bytes):
                 meta.add_xmp(value)
             elif isinstance(value, str):
-                meta.add_text(f"{meta.format}:info", key, value)
+                meta.add_text(f"{meta.format}:info", str(key), value)
         try:
             exif = image.getexif()
         except Exception as error:

@@ -19,7 +19,8 @@ NAME_FIELDS = {0x010F: "Make", 0x0110: "Model", 0x0131: "Software", 0x010E: "Ima
                0x013B: "Artist", 0x9C9C: "XPComment", 0x9286: "UserComment"}
 CAPTURE_FIELDS = {0x829A: "ExposureTime", 0x829D: "FNumber", 0x8827: "ISOSpeedRatings",
                   0x9003: "DateTimeOriginal", 0xA434: "LensModel"}
-USER_COMMENT_CHARSETS = {b"ASCII\x00\x00\x00": "ascii", b"UNICODE\x00": "utf-16", b"JIS\x00\x00\x00\x00\x00": "shift_jis"}
+USER_COMMENT_CHARSETS = {b"ASCII\x00\x00\x00": "ascii", b"UNICODE\x00": "utf-16",
+                         b"JIS\x00\x00\x00\x00\x00": "shift_jis"}
 
 
 def exif_signals(exif: Image.Exif) -> list[Signal]:

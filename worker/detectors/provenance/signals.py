@@ -9,7 +9,8 @@ capture labels). The highest tier present decides; disagreement inside it is a c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 # kind -> (P(AI-generated), tier). Kinds without an entry (c2pa-invalid, info) carry no score.
@@ -38,7 +39,7 @@ class Signal:
     value: str
     generator: str | None = None
     validation: str | None = None  # C2PA only: trusted | valid | invalid
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # `field` is the attribute above
 
     @property
     def score(self) -> float | None:
@@ -71,15 +72,15 @@ class Judgement:
 
 
 def judge(signals: list[Signal]) -> Judgement:
-    scored = [signal for signal in signals if signal.score is not None]
+    scored = [(signal, score) for signal in signals if (score := signal.score) is not None]
     if not scored:
         return Judgement(None, "unverified" if signals else "none", tuple(signals))
-    top_tier = max(signal.tier for signal in scored)
-    top = [signal for signal in scored if signal.tier == top_tier]
-    says_ai = [signal for signal in top if signal.score > CONFLICT_SCORE]
-    says_real = [signal for signal in top if signal.score < CONFLICT_SCORE]
+    top_tier = max(signal.tier for signal, _ in scored)
+    top = [(signal, score) for signal, score in scored if signal.tier == top_tier]
+    says_ai = [signal for signal, score in top if score > CONFLICT_SCORE]
+    says_real = [signal for signal, score in top if score < CONFLICT_SCORE]
     if says_ai and says_real:
-        return Judgement(CONFLICT_SCORE, "conflict", tuple(top))
+        return Judgement(CONFLICT_SCORE, "conflict", tuple(signal for signal, _ in top))
     if says_ai:
         strongest = max(says_ai, key=lambda signal: signal.score or 0.0)
         return Judgement(strongest.score, strongest.kind, tuple(says_ai))
@@ -89,5 +90,5 @@ def judge(signals: list[Signal]) -> Judgement:
 
 def parts(signals: list[Signal]) -> dict[str, float] | None:
     """The score each scored kind stands for, for the results table's ``parts`` column."""
-    found = {signal.kind: signal.score for signal in signals if signal.score is not None}
-    return found or None  # type: ignore[return-value]
+    found = {signal.kind: score for signal in signals if (score := signal.score) is not None}
+    return found or None

@@ -92,7 +92,9 @@ def _comfy_prompt(text: str) -> dict[str, Any] | None:
 def _comfy_models(nodes: list[dict[str, Any]]) -> list[str]:
     models = set()
     for node in nodes:
-        inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+        inputs = node.get("inputs")
+        if not isinstance(inputs, dict):
+            continue
         for name in ("ckpt_name", "unet_name", "model_name", "lora_name"):
             if isinstance(inputs.get(name), str):
                 models.add(inputs[name])
