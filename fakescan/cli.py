@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from fakescan.errors import FakescanError, UsageError
 
@@ -30,8 +30,30 @@ EXIT_UNEXPECTED = 70
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with fakescan's error style: one line on stderr naming the fix, exit 2 (a UsageError).
+
+    Subcommand parsers are made by ``add_subparsers``, which uses the parent's class, so every
+    level of the command tree reports this way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(UsageError.exit_code, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def fakescan_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fakescan")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fakescan", description="Find AI-generated images in object storage.")
+    parser = OneLineParser(prog="fakescan", description="Find AI-generated images in object storage.")
+    parser.add_argument("--version", action="version", version=f"fakescan {fakescan_version()}",
+                        help="print fakescan's version and exit")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: FAKESCAN_LOG_LEVEL)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

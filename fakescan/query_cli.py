@@ -18,25 +18,25 @@ RESULT_FORMATS = ("table", "csv", "jsonl")
 def register(subparsers: argparse._SubParsersAction) -> None:
     results = subparsers.add_parser("results", help="stream stored verdicts, filtered")
     results.add_argument("--scan", type=int, metavar="ID", help="results for the objects this scan enqueued")
-    results.add_argument("--verdict", choices=VERDICTS)
+    results.add_argument("--verdict", choices=VERDICTS, help="only rows with this detector verdict")
     results.add_argument("--min-score", type=float, metavar="X", help="score >= X (P(AI-generated), 0..1)")
     results.add_argument("--prefix", metavar="P", help="s3://bucket/prefix, file:///folder, /folder or a key prefix")
-    results.add_argument("--detector", metavar="NAME")
-    results.add_argument("--status", choices=RESULT_STATUSES)
+    results.add_argument("--detector", metavar="NAME", help="only this detector's rows (its name, any version)")
+    results.add_argument("--status", choices=RESULT_STATUSES, help="ok rows or error rows only")
     results.add_argument("--format", choices=RESULT_FORMATS,
                          help="default: table on a terminal, jsonl when piped")
-    results.add_argument("--limit", type=int, metavar="N")
+    results.add_argument("--limit", type=int, metavar="N", help="at most N rows, oldest first")
     results.set_defaults(handler=list_results)
 
     detectors = subparsers.add_parser("detectors", help="list detector families and named detectors")
-    detectors_sub = detectors.add_subparsers(dest="detectors_command", required=True)
+    detectors_sub = detectors.add_subparsers(dest="detectors_command", metavar="COMMAND", required=True)
     listing = detectors_sub.add_parser("list", help="families and named detectors with versions")
     listing.set_defaults(handler=list_detectors)
 
     database = subparsers.add_parser("db", help="results database schema")
-    database_sub = database.add_subparsers(dest="db_command", required=True)
+    database_sub = database.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = database_sub.add_parser("upgrade", help="migrate the schema to this fakescan's head")
-    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument("revision", nargs="?", default="head", help="Alembic revision to reach (default: head)")
     upgrade.set_defaults(handler=db_upgrade)
     current = database_sub.add_parser("current", help="print the schema revision")
     current.set_defaults(handler=db_current)
@@ -73,7 +73,7 @@ def db_current(args: argparse.Namespace, settings: Settings) -> int:
 def list_results(args: argparse.Namespace, settings: Settings) -> int:
     from fakescan.db.engine import make_engine, make_sessionmaker
     from fakescan.db.migrate import ensure_schema
-    from fakescan.db.queries import ResultQuery, iter_results
+    from fakescan.db.queries import ResultQuery, detector_labels, iter_results
 
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         raise UsageError(f"--min-score is a probability in [0, 1], got {args.min_score}")
@@ -86,7 +86,11 @@ def list_results(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ensure_schema(settings, engine)
         with make_sessionmaker(engine)() as session:
-            _WRITERS[out_format](iter_results(session, query), sys.stdout)
+            rows = iter_results(session, query)
+            if out_format == "table":
+                _write_table(rows, sys.stdout, detector_labels(session, args.scan))
+            else:
+                _WRITERS[out_format](rows, sys.stdout)
             sys.stdout.flush()
     except BrokenPipeError:  # `fakescan results | head`: the reader has what it wanted
         _silence_stdout()
@@ -111,15 +115,19 @@ def _write_csv(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
         writer.writerow(plain)
 
 
-_TABLE_ROW = "{verdict:<9} {score:>6} {status:<6} {detector:<28} {scanned_at:<20} {uri}"
+_TABLE_ROW = "{verdict:<9} {score:>6} {status:<6} {detector:<{width}} {scanned_at:<20} {uri}"
 
 
-def _write_table(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
-    """Fixed columns, URI last (never truncated), so rows print as they stream in."""
+def _write_table(rows: Iterable[dict[str, Any]], out: TextIO, detectors: Iterable[str] = ()) -> None:
+    """Fixed columns, URI last (never truncated), so rows print as they stream in; the detector
+    column is as wide as the longest ``name@version`` among ``detectors``."""
+    width = max((len(label) for label in detectors), default=0)
+    width = max(width, len("DETECTOR"))
     out.write(_TABLE_ROW.format(verdict="VERDICT", score="SCORE", status="STATUS", detector="DETECTOR",
-                                scanned_at="SCANNED", uri="URI") + "\n")
+                                scanned_at="SCANNED", uri="URI", width=width) + "\n")
     for row in rows:
         line = _TABLE_ROW.format(
+            width=width,
             verdict=row["verdict"] or "-",
             score=f"{row['score']:.3f}" if row["score"] is not None else "-",
             status=row["status"],
@@ -143,4 +151,4 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-_WRITERS = {"table": _write_table, "csv": _write_csv, "jsonl": _write_jsonl}
+_WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl}  # table: _write_table, which needs the detectors

@@ -35,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="with --wait: stop waiting after this long (90m, 6h, 1d); exit 1, the scan goes on")
     scan.add_argument("--ext", metavar=".jpg,.png", help="extensions to admit (default: common image types; 'any')")
     scan.add_argument("--glob", action="append", metavar="PATTERN", help="fnmatch pattern on the key; repeatable")
-    scan.add_argument("--min-size", type=int, metavar="BYTES")
-    scan.add_argument("--max-size", type=int, metavar="BYTES")
+    scan.add_argument("--min-size", type=int, metavar="BYTES", help="skip objects smaller than this (listing size)")
+    scan.add_argument("--max-size", type=int, metavar="BYTES", help="skip objects larger than this (listing size)")
     scan.set_defaults(handler=scan_command)
 
     status = subparsers.add_parser("status", help="progress of a scan (the latest by default)")
-    status.add_argument("scan_id", nargs="?", type=int, metavar="SCAN_ID")
+    status.add_argument("scan_id", nargs="?", type=int, metavar="SCAN_ID", help="the scan (default: the latest)")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(handler=status_command)
 

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--members", default=None, help="comma-separated members (default: all nine)")
     parser.add_argument("--weights", default=None, help="vote weights, e.g. deep-svdd=2,colour-gmm=0.5")
     parser.add_argument("--limit", type=int, default=None, help="use at most N images (a seeded random subset)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw and the fit (default 0)")
     parser.add_argument("--percentile", type=float, default=95.0,
                         help="threshold = this percentile of held-out real scores (default 95)")
     parser.add_argument("--vote", default="stouffer",

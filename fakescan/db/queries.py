@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from fakescan.db import scans
-from fakescan.db.models import Result, ScanItem, StoredObject
+from fakescan.db.models import Result, Scan, ScanItem, StoredObject
 
 FETCH_ROWS = 1000
 RESULT_FIELDS = ("uri", "detector", "detector_version", "score", "verdict", "status", "error", "scanned_at",
@@ -39,6 +39,19 @@ def iter_results(session: Session, query: ResultQuery) -> Iterator[dict[str, Any
         record = dict(zip(RESULT_FIELDS, row, strict=True))
         record["scanned_at"] = scans.as_utc(record["scanned_at"])
         yield record
+
+
+def detector_labels(session: Session, scan_id: int | None = None) -> set[str]:
+    """``name@version`` of every detector a result row can carry (of one scan, or of all).
+
+    Read from the scans (one small row each), not the results: a results table can stream
+    millions of rows, and its column must be wide enough before the first one is printed.
+    """
+    statement = select(Scan.detectors)
+    if scan_id is not None:
+        statement = statement.where(Scan.id == scan_id)
+    return {f"{entry['name']}@{entry['version']}" for detectors in session.scalars(statement)
+            for entry in detectors or ()}
 
 
 def results_statement(session: Session, query: ResultQuery) -> Select[*tuple[Any, ...]]:
@@ -95,12 +108,15 @@ def prefix_condition(prefix: str) -> ColumnElement[bool]:
 
 
 def scan_outcomes_by_detector(session: Session, scan_id: int) -> dict[tuple[str, str, str | None], int]:
-    """(detector, status, verdict) -> count over the results of a scan's enqueued objects."""
+    """(detector, status, verdict) -> count over the result rows this scan wrote.
+
+    Rows of earlier scans for the same objects (still there until this scan rewrites them, e.g.
+    while ``--wait-timeout`` gives up early on a ``--rescan``) are not this scan's outcomes.
+    """
     scan = scans.get_scan(session, scan_id)
     rows = session.execute(
         select(Result.detector, Result.status, Result.verdict, func.count())
-        .join(ScanItem, and_(ScanItem.object_id == Result.object_id, ScanItem.scan_id == scan.id))
-        .where(same_detectors(scan.detectors))
+        .where(Result.scan_id == scan.id, same_detectors(scan.detectors))
         .group_by(Result.detector, Result.status, Result.verdict)
     )
     return {(detector, status, verdict): count for detector, status, verdict, count in rows}

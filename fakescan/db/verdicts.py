@@ -118,9 +118,13 @@ def iter_verdicts(session: Session, policy_version: str, scan_id: int | None = N
 
 
 def verdict_counts(session: Session, policy_version: str, scan_id: int | None = None) -> dict[str | None, int]:
+    """Combined verdicts by value; with ``scan_id``, of the objects that scan wrote results for (an
+    enqueued object it has not processed yet still carries an earlier scan's verdict: not counted)."""
     statement = select(Verdict.verdict, func.count()).where(Verdict.policy_version == policy_version)
-    statement = _filtered(session, statement, scan_id, None).group_by(Verdict.verdict)
-    return {found: count for found, count in session.execute(statement)}
+    if scan_id is not None:
+        scans.get_scan(session, scan_id)  # UsageError when there is no such scan
+        statement = statement.where(Verdict.object_id.in_(select(Result.object_id).where(Result.scan_id == scan_id)))
+    return {found: count for found, count in session.execute(statement.group_by(Verdict.verdict))}
 
 
 def _filtered(session: Session, statement: Select[*tuple[Any, ...]], scan_id: int | None,

@@ -147,3 +147,23 @@ def test_unreachable_broker_fails_before_creating_a_scan(broker, archive, monkey
     assert len(err) == 1 and "cannot reach the broker" in err[0]
     assert main(["status"]) == 2
     assert "no scans yet" in capsys.readouterr().err
+
+
+def test_wait_timeout_summary_counts_only_this_scans_rows(broker, archive, capsys):
+    """A --rescan nobody works on yet: the first scan's result rows and verdicts are not its outcomes."""
+    client, queue = broker
+    engine = make_engine(load_settings())
+    worker = RecordingWorker(make_sessionmaker(engine))
+    assert main(["scan", str(archive), "--detector", "tiny", "--batch-size", "5"]) == 0
+    while (batch := take_batch(client, queue)) is not None:
+        complete(worker, batch)
+    engine.dispose()
+    assert main(["verdicts", "compute"]) == 0
+    capsys.readouterr()
+
+    code = main(["scan", str(archive), "--detector", "tiny", "--rescan", "--wait", "--wait-timeout", "1s"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert "results ok 0  error 0" in out, out
+    assert not any(line.startswith("  tiny:") for line in out), out
+    assert any(line.startswith("verdicts fake 0  real 0  uncertain 0  none 0") for line in out), out

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,18 @@ def test_results_filters_and_formats(archive, detector, worker, capsys):
     assert main(["results", "--prefix", str(archive / "sub"), "--format", "table", "--limit", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["VERDICT", "SCORE", "STATUS"] and len(table) == 1 + 2
+
+
+def test_results_table_aligns_long_detector_names(archive, detector, worker, capsys):
+    long_name = make_detector_folder(load_settings().home, "a-detector-name-longer-than-the-old-column", "2026-12-01")
+    assert main(["scan", str(archive), "--detector", "tiny", "--detector", str(long_name)]) == 0
+    capsys.readouterr()
+    assert main(["results", "--format", "table"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2 * 9
+    assert {row.split()[3] for row in rows} == {"tiny@t1", "a-detector-name-longer-than-the-old-column@2026-12-01"}
+    # SCANNED and URI start in the same column on every line, whatever the detector's name
+    scanned, uri = header.index("SCANNED"), header.index("URI")
+    table = "\n".join([header, *rows])
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", row[scanned:]) for row in rows), table
+    assert all(row[uri:].startswith("file://") for row in rows), table

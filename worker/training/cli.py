@@ -26,12 +26,12 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", help="folder, .zip, .csv (path,label) or s3:// prefix with real/ and fake/ inside")
     parser.add_argument("--out", required=True, type=Path, help="detector folder to write (rewritten every epoch)")
     parser.add_argument("--name", help="detector name in the manifest (default: the folder's name)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training images (default 10)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per optimiser step (default 128)")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle schedule)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--label-smoothing", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default 5e-4)")
+    parser.add_argument("--label-smoothing", type=float, default=0.05, help="loss label smoothing (default 0.05)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of split, augmentation, init (default 0)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (0: none)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips and shifts")
     parser.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=None,
@@ -43,7 +43,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                              "checkpoint; local or s3://")
     parser.add_argument("--limit", type=int, help="train on at most this many images, balanced (pilots)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(handler=run_train)
 
 
@@ -94,7 +94,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--perturb", metavar="LIST", help="also measure under e.g. jpeg:75,resize:0.5,blur:1")
     parser.add_argument("--limit", type=int, help="evaluate at most this many images, balanced, drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(handler=run_evaluate)
 
 
@@ -143,7 +143,7 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="write a calibrated copy here instead of rewriting in place")
     parser.add_argument("--limit", type=int, help="use at most this many images, balanced, drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(handler=run_calibrate)
 
 
