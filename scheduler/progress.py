@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -111,13 +112,21 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr (silent when stderr is not a terminal) over a scan's enqueued items."""
+    """A tqdm bar on stderr (silent when stderr is not a terminal) over a scan's enqueued items.
+
+    While the bar is drawn, log records to the console go through ``tqdm.write``: each prints on
+    its own line above the bar instead of onto it.
+    """
 
     def __init__(self, scan_id: int) -> None:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.bar = tqdm(total=0, unit="img", desc=f"scan {scan_id}", file=sys.stderr, disable=None,
                         dynamic_ncols=True)
+        self._logs_above = contextlib.ExitStack()
+        if not self.bar.disable:
+            self._logs_above.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
 
     def show(self, completed: int, enqueued: int, **postfix: int) -> None:
         self.bar.total = max(enqueued, completed)
@@ -126,6 +135,7 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+        self._logs_above.close()
 
 
 def settle(sessions: sessionmaker[Session], scan_id: int) -> ScanProgress:

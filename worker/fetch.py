@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
 DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
 ARCHIVED_CODES = frozenset({"InvalidObjectState"})
+EMPTY_REASON = "empty: the object has 0 bytes"
 
 
 class InfrastructureFault(Exception):
@@ -60,6 +61,8 @@ def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache") ->
         raise InfrastructureFault(f"cannot reach object storage for {item.uri}: {fault}") from fault
     except OSError as fault:  # EIO, a stale NFS handle: the disk, not the object
         raise InfrastructureFault(f"cannot read {item.uri}: {fault}") from fault
+    if data is not None and not data:  # decided here, so every detector stores the same reason
+        data, error = None, EMPTY_REASON
     return FetchedObject(item, data, error, time.perf_counter() - started)
 
 

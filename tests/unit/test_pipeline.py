@@ -23,6 +23,7 @@ from worker.pipeline import BatchCrashed, process_batch
 from worker.runtime import WorkerRuntime
 
 GOOD = 6
+EMPTY = next(key for key, kind in CORRUPT_KINDS.items() if kind == "empty")
 
 
 @pytest.fixture
@@ -86,6 +87,10 @@ def test_every_object_gets_one_row_per_detector_and_bad_input_an_error_with_its_
     assert len(rows) == 2 * len(keys)
     for key in keys:
         bright, size = rows[(key, "bright")], rows[(key, "size")]
+        if key == EMPTY:  # decided before any detector runs: the same reason for each
+            assert bright.error == size.error == "empty: the object has 0 bytes"
+            assert bright.status == size.status == "error"
+            continue
         assert size.status == "ok" and size.evidence == {"bytes": (archive / key).stat().st_size}
         if key in CORRUPT_KINDS:
             assert bright.status == "error" and bright.score is None and bright.verdict is None
@@ -98,9 +103,9 @@ def test_every_object_gets_one_row_per_detector_and_bad_input_an_error_with_its_
     states = item_states(runtime, scan_id)
     assert {key for key in keys if states[ids[key]] == "failed"} == set(CORRUPT_KINDS)
     assert {key for key in keys if states[ids[key]] == "done"} == set(keys) - set(CORRUPT_KINDS)
-    assert (report.objects, report.ok, report.errors) == (len(keys), 2 * len(keys) - len(CORRUPT_KINDS),
-                                                          len(CORRUPT_KINDS))
-    assert sum(report.error_kinds.values()) == len(CORRUPT_KINDS)
+    bad_rows = len(CORRUPT_KINDS) + 1  # the empty object's row of each detector, the others' pixel rows
+    assert (report.objects, report.ok, report.errors) == (len(keys), 2 * len(keys) - bad_rows, bad_rows)
+    assert sum(report.error_kinds.values()) == bad_rows and report.error_kinds["empty"] == 2
     assert set(report.stage_seconds) == set(pipeline.STAGES)
     with runtime.sessions() as session:
         assert session.get(Scan, scan_id).state == "finished"
@@ -111,7 +116,8 @@ def test_a_metadata_only_detector_never_decodes(archive, tmp_path):
     metadata = detector_folder(tmp_path / "detectors", "size", family="test-bytes")
     scan_id, ids = create_scan(runtime, archive, [metadata], all_keys(archive))
     report = process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
-    assert report.errors == 0 and report.ok == len(ids)  # corrupt pixels do not matter to it
+    # corrupt pixels do not matter to it; an object with no bytes at all is an error for every detector
+    assert report.errors == 1 and report.error_kinds == {"empty": 1} and report.ok == len(ids) - 1
     assert report.stage_seconds["decode"] == 0.0
 
 
