@@ -18,12 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exporter = subparsers.add_parser(
         "exporter", help="serve Prometheus metrics: queue depth and per-scan progress (scheduler side)")
     exporter.add_argument("--port", type=int, default=9108, help="HTTP port (default 9108)")
-    exporter.add_argument("--address", default="0.0.0.0", help="address to listen on (default all)")
+    exporter.add_argument("--address", default=None,
+                          help="address to listen on (default: FAKESCAN_METRICS_ADDRESS, 127.0.0.1)")
     exporter.set_defaults(handler=exporter_command)
 
     ping = subparsers.add_parser(
         "worker-ping", help="exit 0 if this host's worker answers a ping or is busy on a batch (a probe)")
-    ping.add_argument("--node", help="Celery node name (default: celery@HOSTNAME)")
+    ping.add_argument("--node", help="Celery node name (default: the one worker running on this host)")
     ping.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply (default 5)")
     ping.set_defaults(handler=worker_ping_command)
 
@@ -55,7 +56,7 @@ def exporter_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
-    return run_forever(settings, args.port, args.address)
+    return run_forever(settings, args.port, args.address or settings.metrics_address)
 
 
 def worker_ping_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,5 +64,5 @@ def worker_ping_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
-    print(ping(settings, args.node or default_node(), args.timeout))
+    print(ping(settings, args.node or default_node(settings), args.timeout))
     return 0

@@ -86,9 +86,12 @@ def _warm_imports(**_: Any) -> None:
 @signals.celeryd_init.connect
 def _heartbeat(sender: Any = None, **_: Any) -> None:
     """Busy-since files for ``fakescan worker-ping`` (a solo pool cannot answer a ping mid-batch)."""
-    from worker.health import install_heartbeat
+    from worker.health import install_heartbeat, register_node
 
-    install_heartbeat(load_settings(), str(sender) if sender else None)
+    settings = load_settings()
+    if sender:
+        register_node(settings, str(sender))  # worker-ping finds this host's worker by it
+    install_heartbeat(settings, str(sender) if sender else None)
 
 
 app: Celery  # declared, not bound: the module __getattr__ below builds it on first access

@@ -28,7 +28,8 @@ def _register_worker(subparsers: argparse._SubParsersAction) -> None:
                         help="prefork (CPU default), solo (CUDA default: one process per GPU) or threads")
     worker.add_argument("--queues", default=None, metavar="Q[,Q]",
                         help="queues to consume (default: FAKESCAN_QUEUE)")
-    worker.add_argument("--hostname", default=None, metavar="NAME", help="Celery node name (default celery@HOST)")
+    worker.add_argument("--hostname", default=None, metavar="NAME",
+                        help="Celery node name (default fakescan-PID@HOST: unique on the host)")
     worker.set_defaults(handler=worker_command)
 
 
@@ -39,14 +40,14 @@ def worker_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("no broker configured: set FAKESCAN_BROKER_URL (e.g. redis://host:6379/0); "
                          "without one, 'fakescan scan' runs the pipeline in-process")
     from worker.celery_app import check_pool, default_pool, worker_app
+    from worker.health import unique_node_name
 
     pool = args.pool or default_pool(settings)
     check_pool(pool, settings)
     app = worker_app(settings)
     argv = ["worker", "--pool", pool, "--concurrency", str(args.concurrency),
             "--queues", args.queues or settings.queue,
-            "--loglevel", (args.log_level or settings.log_level).upper()]
-    if args.hostname:
-        argv += ["--hostname", args.hostname]
+            "--loglevel", (args.log_level or settings.log_level).upper(),
+            "--hostname", args.hostname or unique_node_name()]
     app.worker_main(argv)
     return 0

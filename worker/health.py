@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fakescan.errors import FakescanError
+from fakescan.errors import FakescanError, UsageError
 from fakescan.settings import Settings
 
 EXIT_UNHEALTHY = 1
+NODE_FILE = "worker.pid"  # in a node's run folder: the pid of the worker process that uses the name
 
 
 class WorkerUnhealthy(FakescanError):
@@ -35,8 +36,42 @@ class Busy:
     task_id: str | None
 
 
-def default_node() -> str:
-    """The node name Celery gives a worker on this host by default (``celery@%h``)."""
+def unique_node_name() -> str:
+    """``fakescan worker``'s default node name: with the pid in it, two workers on one host stay apart
+    (Celery's own default, ``celery@HOST``, is the same for both)."""
+    return f"fakescan-{os.getpid()}@{socket.gethostname()}"
+
+
+def register_node(settings: Settings, node: str) -> None:
+    """Record that this process is the worker named ``node``, for :func:`default_node`."""
+    folder = heartbeat_dir(settings, node)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / NODE_FILE).write_text(str(os.getpid()))
+
+
+def local_nodes(settings: Settings) -> list[str]:
+    """Node names of the workers alive on this host (from their run folders)."""
+    found = []
+    for marker in (settings.home / "run").glob(f"*@{socket.gethostname()}/{NODE_FILE}"):
+        try:
+            pid = int(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            found.append(marker.parent.name)
+    return sorted(found)
+
+
+def default_node(settings: Settings) -> str:
+    """The one worker running on this host; ``celery@HOST`` (Celery's default) when none is recorded."""
+    nodes = local_nodes(settings)
+    if len(nodes) > 1:
+        raise UsageError(f"{len(nodes)} workers run on this host ({', '.join(nodes)}): pass --node NAME")
+    return nodes[0] if nodes else celery_default_node()
+
+
+def celery_default_node() -> str:
+    """The name Celery gives a worker started without ``--hostname`` (``celery@%h``)."""
     return f"celery@{socket.gethostname()}"
 
 
@@ -49,7 +84,7 @@ def install_heartbeat(settings: Settings, node: str | None = None) -> None:
     from celery import signals
 
     def folder(task: Any) -> Path:
-        return heartbeat_dir(settings, node or getattr(task.request, "hostname", None) or default_node())
+        return heartbeat_dir(settings, node or getattr(task.request, "hostname", None) or celery_default_node())
 
     def started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         _write(folder(task), {"pid": os.getpid(), "busy_since": time.time(), "task_id": task_id})

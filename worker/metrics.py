@@ -32,6 +32,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+STAGES = ("fetch", "decode", "inference", "write")  # a batch's stages, as worker.pipeline times them
 
 
 class _Metrics:
@@ -47,6 +48,8 @@ class _Metrics:
                                        buckets=BATCH_BUCKETS)
         self.model_load_seconds = Histogram("fakescan_model_load_seconds", "seconds to build a detector in a process",
                                             ["detector"], buckets=LOAD_BUCKETS)
+        for stage in STAGES:  # every stage's series exists (at zero) before the first batch
+            self.stage_seconds.labels(stage)
 
 
 _metrics: _Metrics | None = None
@@ -96,9 +99,11 @@ def install(settings: Settings) -> None:
         return
     from celery import signals
 
+    port, address = settings.metrics_port, settings.metrics_address
+
     def start(sender: Any = None, **_: Any) -> None:
         multiprocess = _is_prefork(sender) or bool(os.environ.get(MULTIPROC_ENV))
-        serve(settings.metrics_port, multiprocess=multiprocess)  # type: ignore[arg-type]
+        serve(port, multiprocess=multiprocess, address=address)
 
     # worker_app() may run more than once in a process; one endpoint per worker
     signals.worker_init.connect(start, weak=False, dispatch_uid="fakescan-metrics-endpoint")
@@ -109,10 +114,16 @@ def _is_prefork(worker: Any) -> bool:
     return "prefork" in str(getattr(pool, "__module__", pool))
 
 
-def serve(port: int, *, multiprocess: bool, address: str = "0.0.0.0") -> Any:
-    """Start the HTTP endpoint in a background thread of this process; returns the server."""
+def serve(port: int, *, multiprocess: bool, address: str = "127.0.0.1") -> Any:
+    """Start the HTTP endpoint in a background thread of this process; returns the server.
+
+    The metrics are created first, so the first scrape already lists them (at zero), not an empty
+    page that a dashboard cannot tell from a broken worker.
+    """
     if multiprocess:
         folder = prepare_multiprocess_dir()
+        with _never_fails("start-up"):
+            _get()  # this process's zero samples; pool processes forked later write their own files
         from prometheus_client import CollectorRegistry
         from prometheus_client import multiprocess as prometheus_multiprocess
 
@@ -120,6 +131,9 @@ def serve(port: int, *, multiprocess: bool, address: str = "0.0.0.0") -> Any:
         prometheus_multiprocess.MultiProcessCollector(registry, path=str(folder))
     else:
         from prometheus_client import REGISTRY as registry  # noqa: N811 - the default, per-process registry
+
+        with _never_fails("start-up"):
+            _get()
     from prometheus_client import start_http_server
 
     server, _thread = start_http_server(port, addr=address, registry=registry)

@@ -38,11 +38,10 @@ from worker.cache import ProcessCache
 from worker.decode import DecodeError, decode_image
 from worker.detectors import Detector, Prediction, Sample
 from worker.fetch import FetchedObject, InfrastructureFault, fetch_all
-from worker.metrics import observe_batch
+from worker.metrics import STAGES, observe_batch
 
 log = logging.getLogger(__name__)
 SessionFactory = sessionmaker[Session]
-STAGES = ("fetch", "decode", "inference", "write")
 __all__ = ["BatchCrashed", "BatchReport", "InfrastructureFault", "STAGES", "process_batch"]
 
 

@@ -102,6 +102,13 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+def first_scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The endpoint's first answer, once the worker has started it."""
+    answers = []
+    services.wait_until(lambda: answers.append(scrape(port)) is None, "the metrics endpoint", 90)
+    return answers[0]
+
+
 def worker_ping(stack: Stack, node: str) -> subprocess.CompletedProcess[str]:
     """The probe exactly as a container runs it: plain ``fakescan``, which starts without torch."""
     command = "import sys; from fakescan.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -116,6 +123,10 @@ def test_metrics_endpoint_counts_what_the_results_table_holds(stack: Stack) -> N
     checkpoint = build_tiny_siglip_checkpoint(stack.folder / "tiny-siglip")
     worker = stack.start_worker("prefork", "--pool", "prefork", "--concurrency", "2", "--hostname", "metrics@%h")
     try:
+        before = first_scrape(worker.port)
+        # listed from the first scrape on, at zero: not an empty page before the first batch
+        assert before[("fakescan_batch_seconds_count", ())] == 0
+        assert before[("fakescan_stage_seconds_count", (("stage", "inference"),))] == 0
         completed = stack.fakescan("scan", f"s3://{stack.bucket}/photos", "--detector", str(checkpoint),
                                    "--detector", "provenance", "--batch-size", str(BATCH), "--wait")
         assert completed.returncode == 0, completed.stderr + worker.stderr.read_text()
@@ -174,3 +185,27 @@ def test_worker_ping_passes_while_a_solo_worker_is_busy_and_fails_once_it_is_gon
     gone = worker_ping(stack, node)
     assert gone.returncode == 1
     assert gone.stderr.count("\n") == 1 and "did not answer a ping" in gone.stderr
+
+
+def test_two_workers_on_one_host_get_their_own_node_names(stack: Stack) -> None:
+    first = stack.start_worker("first", "--pool", "solo")
+    second = stack.start_worker("second", "--pool", "solo")
+    command = "import sys; from fakescan.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def ping_default() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", command, "worker-ping", "--timeout", "2"], cwd=PROJECT,
+                              env=stack.env, capture_output=True, text=True, timeout=60)
+
+    try:
+        names = [f"fakescan-{worker.process.pid}@{os.uname().nodename}" for worker in (first, second)]
+        for name in names:
+            services.wait_until(lambda node=name: worker_ping(stack, node).returncode == 0, f"pong from {name}", 90)
+        ambiguous = ping_default()  # which of the two? the probe must be told
+        assert ambiguous.returncode == 2 and ambiguous.stderr.count("\n") == 1, ambiguous.stderr
+        assert all(name in ambiguous.stderr for name in names) and "--node" in ambiguous.stderr
+        second.stop(signal.SIGKILL)
+        alone = ping_default()  # one live worker left: the probe finds it without --node
+        assert alone.returncode == 0 and alone.stdout.strip() == f"{names[0]}: pong", alone.stdout + alone.stderr
+    finally:
+        first.stop()
+        second.stop()
