@@ -123,6 +123,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     conditions = {"clean": summary, **summary.get("perturbations", {})}
     print(f"{summary['detector']} {summary['version']} on {summary['data']} ({summary['n']} images, "
           f"threshold {summary['threshold']:.4g})")
+    if summary["abstained"] or summary["errors"]:
+        coverage = "-" if summary["coverage"] is None else f"{summary['coverage']:.1%}"
+        print(f"scored {summary['n']}, no evidence either way {summary['abstained']} (coverage {coverage}), "
+              f"unreadable {summary['errors']}: metrics are over the scored images")
     print(f"{'condition':<14}{'accuracy':>9}{'precision':>10}{'recall':>8}{'f1':>8}{'roc_auc':>9}{'ap':>8}{'ece':>8}")
     for name, m in conditions.items():
         values = [m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ece")]

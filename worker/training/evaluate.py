@@ -3,7 +3,10 @@
 Works on whatever ``fakescan.catalog.resolve`` accepts, through the detector's own ``predict``,
 so an ensemble or a Hugging Face checkpoint is measured exactly as the worker would run it.
 Images that cannot be decoded, and predictions without a score (the detector abstained), are
-counted and left out of the metrics.
+counted and left out of the metrics; ``coverage`` is the share of judged images that got a score.
+A detector that reads no pixels (provenance) gets each file's bytes as stored, undecoded: its
+"no evidence" (no provenance metadata) is an abstention, neither real nor fake, so its metrics
+describe the files that carried evidence and ``coverage`` says how many did.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from fakescan.catalog import resolve
+from fakescan.errors import UsageError
 from fakescan.settings import Settings
-from worker.detectors import Detector, load_detector
+from worker.detectors import Detector, Sample, load_detector
 from worker.training.data import LabelledSet, decode_rgb
 from worker.training.metrics import classification_metrics
 from worker.training.perturb import Perturbation
 
 CLEAN = "clean"
+NO_SCORE_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "false_positive_rate", "roc_auc",
+                    "average_precision", "ece")
 CHUNK = 256
 
 
@@ -42,12 +48,19 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
               progress: bool = True) -> dict[str, Scored]:
     """Scores per condition; each image is read and decoded once for all conditions."""
     conditions = {CLEAN: None, **{p.label: p for p in perturbations}}
+    if perturbations and not detector.needs_pixels:
+        raise UsageError(f"--perturb changes pixels; {detector.name} judges the file's metadata, not its pixels")
     results = {name: Scored() for name in conditions}
     items = labelled.items
     with tqdm(total=len(items), desc="scoring", unit="img", disable=not progress, mininterval=5) as bar:
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
             images, labels = [], []
+            if not detector.needs_pixels:  # the bytes as stored: decoding would drop the metadata it reads
+                files = [Sample(item.key, data) for item, data in zip(chunk, labelled.read_many(chunk), strict=True)]
+                _add(results[CLEAN], [item.label for item in chunk], detector.predict_samples(files))
+                bar.update(len(chunk))
+                continue
             for item, data in zip(chunk, labelled.read_many(chunk), strict=True):
                 try:
                     images.append(decode_rgb(data))
@@ -75,9 +88,15 @@ def _add(scored: Scored, labels: list[int], predictions: Sequence[Any]) -> None:
 
 def condition_metrics(detector: Detector, scored: Scored) -> dict[str, Any]:
     thresholds = detector.thresholds
-    metrics = classification_metrics(scored.labels, scored.scores, thresholds.threshold, thresholds.low,
-                                     thresholds.high)
-    return {**metrics, "abstained": scored.abstained, "errors": scored.errors}
+    if scored.scores:
+        metrics = classification_metrics(scored.labels, scored.scores, thresholds.threshold, thresholds.low,
+                                         thresholds.high)
+    else:  # nothing scored (provenance on files without metadata, or nothing decodable): no metric exists
+        metrics = {"n": 0, "n_real": 0, "n_fake": 0, "threshold": thresholds.threshold,
+                   **dict.fromkeys(NO_SCORE_METRICS)}
+    judged = len(scored.scores) + scored.abstained
+    return {**metrics, "abstained": scored.abstained, "errors": scored.errors,
+            "coverage": len(scored.scores) / judged if judged else None}
 
 
 def evaluation(detector: Detector, labelled: LabelledSet, results: dict[str, Scored]) -> dict[str, Any]:
