@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     scan_provenance: bool = Field(True, description="false: scans run only the detectors named, without provenance")
     c2pa_trust_anchors: Path | None = Field(None, description="PEM bundle of C2PA signers' root certificates")
     verdict_policy: Path | None = Field(None, description="JSON file overriding the combined-verdict policy")
-    metrics_port: int | None = Field(None, description="worker's Prometheus endpoint port; unset: no endpoint")
     metrics_address: str = Field("127.0.0.1", description="where metrics endpoints listen; 0.0.0.0: all interfaces")
+    metrics_port: int | None = None
     log_json: bool = False
     log_level: str = "INFO"
 

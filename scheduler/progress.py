@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -119,12 +118,14 @@ class ProgressBar:
     """
 
     def __init__(self, scan_id: int) -> None:
+        from contextlib import ExitStack
+
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.bar = tqdm(total=0, unit="img", desc=f"scan {scan_id}", file=sys.stderr, disable=None,
                         dynamic_ncols=True)
-        self._logs_above = contextlib.ExitStack()
+        self._logs_above = ExitStack()
         if not self.bar.disable:
             self._logs_above.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
 

@@ -177,6 +177,9 @@ def test_two_workers_score_an_archive_with_corrupt_objects(stack):
     rows = rows_by_key(stack, scan_id)
     assert {key for key, _ in rows} == set(images) | set(corrupt)
     assert all(len(found) == 1 for found in rows.values()), "exactly one row per object and detector"
+    empty = [key for key in corrupt if CORRUPT_KINDS[key.removeprefix("photos/")] == "empty"]
+    empty_errors = [found[0][1] for (key, _), found in rows.items() if key in empty]
+    assert empty_errors == ["empty: the object has 0 bytes"] * 2, "provenance too: decided before any detector"
     for (key, detector), [(status, error, score, verdict)] in rows.items():
         assert (status == "ok" and error is None) or (status == "error" and error and score is None), (key, error)
         if detector != checkpoint.name:
@@ -185,9 +188,6 @@ def test_two_workers_score_an_archive_with_corrupt_objects(stack):
             assert status == "ok" and 0.0 <= score <= 1.0 and verdict in ("fake", "real", "uncertain")
         else:
             assert status == "error" and error.split(":", 1)[0] == CORRUPT_KINDS[key.removeprefix("photos/")], error
-    empty = [key for key in corrupt if CORRUPT_KINDS[key.removeprefix("photos/")] == "empty"]
-    empty_errors = [found[0][1] for (key, _), found in rows.items() if key in empty]
-    assert empty_errors == ["empty: the object has 0 bytes"] * 2, "provenance too: decided before any detector"
     assert scan_state(stack, scan_id) == ("finished", {"done": len(images), "failed": len(corrupt)})
     assert all(worker.batches_started(scan_id) for worker in stack.workers), "both workers took batches"
 

@@ -4,9 +4,8 @@ Works on whatever ``fakescan.catalog.resolve`` accepts, through the detector's o
 so an ensemble or a Hugging Face checkpoint is measured exactly as the worker would run it.
 Images that cannot be decoded, and predictions without a score (the detector abstained), are
 counted and left out of the metrics; ``coverage`` is the share of judged images that got a score.
-A detector that reads no pixels (provenance) gets each file's bytes as stored, undecoded: its
-"no evidence" (no provenance metadata) is an abstention, neither real nor fake, so its metrics
-describe the files that carried evidence and ``coverage`` says how many did.
+A detector that reads no pixels (provenance) is scored on the files as stored
+(:mod:`worker.training.evaluate_files`).
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from fakescan.catalog import resolve
-from fakescan.errors import UsageError
 from fakescan.settings import Settings
-from worker.detectors import Detector, Sample, load_detector
+from worker.detectors import Detector, load_detector
 from worker.training.data import LabelledSet, decode_rgb
 from worker.training.metrics import classification_metrics
 from worker.training.perturb import Perturbation
@@ -48,19 +46,16 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
               progress: bool = True) -> dict[str, Scored]:
     """Scores per condition; each image is read and decoded once for all conditions."""
     conditions = {CLEAN: None, **{p.label: p for p in perturbations}}
-    if perturbations and not detector.needs_pixels:
-        raise UsageError(f"--perturb changes pixels; {detector.name} judges the file's metadata, not its pixels")
+    if not detector.needs_pixels:
+        from worker.training.evaluate_files import score_files
+
+        return score_files(detector, labelled, perturbations, progress)
     results = {name: Scored() for name in conditions}
     items = labelled.items
     with tqdm(total=len(items), desc="scoring", unit="img", disable=not progress, mininterval=5) as bar:
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
             images, labels = [], []
-            if not detector.needs_pixels:  # the bytes as stored: decoding would drop the metadata it reads
-                files = [Sample(item.key, data) for item, data in zip(chunk, labelled.read_many(chunk), strict=True)]
-                _add(results[CLEAN], [item.label for item in chunk], detector.predict_samples(files))
-                bar.update(len(chunk))
-                continue
             for item, data in zip(chunk, labelled.read_many(chunk), strict=True):
                 try:
                     images.append(decode_rgb(data))
