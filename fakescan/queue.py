@@ -92,3 +92,90 @@ def queue_depth_or_none(settings: Settings) -> int | None:
         return queue_depth(settings)
     except (OSError, RedisError, KombuOperationalError):
         return None
+
+
+# --- where a batch is: waiting, reserved, running (the reconciler's view of the broker) ---------
+
+LEASE_SECONDS = 30  # a running batch's lease expires this long after its worker stops renewing it
+UNACKED_HASH = "unacked"  # kombu's Redis transport: reserved messages (running, prefetched, awaiting retry)
+DELIVERY_COUNT_SECONDS = 7 * 86400
+
+
+def redis_client(settings: Settings) -> Any:
+    import redis
+
+    if not settings.broker_url:
+        raise UsageError("no broker configured: set FAKESCAN_BROKER_URL (e.g. redis://host:6379/0)")
+    return redis.Redis.from_url(settings.broker_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def lease_key(queue: str, scan_id: int, batch: int) -> str:
+    return f"fakescan:lease:{queue}:{scan_id}:{batch}"
+
+
+def delivery_key(queue: str, scan_id: int, batch: int, retries: int) -> str:
+    return f"fakescan:deliveries:{queue}:{scan_id}:{batch}:{retries}"
+
+
+def batch_of_message(message: dict[str, Any]) -> tuple[int, int] | None:
+    """(scan_id, batch) of a kombu message dict carrying ``fakescan.scan_batch``; None for others."""
+    import base64
+    import json
+
+    if (message.get("headers") or {}).get("task") != SCAN_BATCH_TASK:
+        return None
+    body = message.get("body", "")
+    if (message.get("properties") or {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    try:
+        args, kwargs, _ = json.loads(body)
+        return int(args[0]), int(kwargs.get("batch", 0))
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+
+
+def batches_in_broker(settings: Settings) -> set[tuple[int, int]]:
+    """(scan_id, batch) of every batch of this queue the broker holds or a worker runs right now:
+    messages waiting in the queue lists, messages reserved by workers (the unacked hash), and
+    running batches' leases. Raises redis errors: an unreachable broker proves nothing."""
+    import json
+
+    client = redis_client(settings)
+    found: set[tuple[int, int]] = set()
+    try:
+        names = [settings.queue] + [f"{settings.queue}{_PRIORITY_SEPARATOR}{step}" for step in _PRIORITY_STEPS[1:]]
+        for name in names:
+            for start in range(0, int(client.llen(name)), 1000):
+                for raw in client.lrange(name, start, start + 999):
+                    _add(found, json.loads(raw))
+        for raw in client.hvals(UNACKED_HASH):
+            message, _exchange, routing_key = json.loads(raw)
+            if routing_key == settings.queue:
+                _add(found, message)
+        prefix = lease_key(settings.queue, 0, 0).rsplit(":", 2)[0] + ":"
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            scan_id, batch = key.decode().rsplit(":", 2)[1:]
+            found.add((int(scan_id), int(batch)))
+    finally:
+        client.close()
+    return found
+
+
+def _add(found: set[tuple[int, int]], message: dict[str, Any]) -> None:
+    batch = batch_of_message(message)
+    if batch is not None:
+        found.add(batch)
+
+
+def broker_persistence(settings: Settings) -> dict[str, bool]:
+    """What the broker says of its own durability: ``aof`` (appendonly) and ``rdb`` (save points)."""
+    client = redis_client(settings)
+    try:
+        info = client.info("persistence")
+        try:
+            saves = str(client.config_get("save").get("save", "")).strip()
+        except Exception:  # CONFIG may be renamed or disabled on a managed Redis: trust INFO alone
+            saves = ""
+    finally:
+        client.close()
+    return {"aof": bool(int(info.get("aof_enabled", 0))), "rdb": bool(saves)}

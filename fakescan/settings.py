@@ -28,9 +28,15 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker (redis://); unset means in-process")
     s3_endpoint_url: str | None = Field(None, description="custom S3 endpoint (MinIO, moto, Ceph ...)")
     s3_region: str | None = None
+    s3_timeout: float = Field(30.0, gt=0, description="seconds to connect or to wait for the next bytes from S3")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     visibility_timeout: int = Field(3600, gt=0, description="seconds before an unacked batch is redelivered")
+    # a worker refuses to start unless visibility_timeout > retry_backoff_max + batch_budget
+    retry_backoff_max: int = Field(300, gt=0, description="longest wait before a batch's retry, seconds")
+    batch_max_retries: int = Field(8, ge=0, description="retries of a batch after infrastructure faults")
+    batch_budget: int = Field(900, gt=0, description="seconds the slowest batch may take (warned past it)")
+    reconcile_grace: int = Field(120, gt=0, description="seconds a lost batch stays unseen before re-enqueueing")
     queue: str = "fakescan"
     batch_size: int = Field(32, gt=0)
     fetch_concurrency: int = Field(8, gt=0)

@@ -141,7 +141,9 @@ def s3_client(settings: Settings) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32)
+    # a stalled connection is a transfer fault after s3_timeout seconds (botocore waits 60 s by default)
+    config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32,
+                    connect_timeout=settings.s3_timeout, read_timeout=settings.s3_timeout)
     return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
                         config=config)
 
@@ -179,12 +181,21 @@ class S3Store(Store):
                                  etag=item.get("ETag", "").strip('"'))
 
     def read(self, key: str, max_bytes: int) -> bytes:
+        """A body cut off mid-transfer raises botocore's IncompleteReadError (a transfer fault, retried),
+        never short bytes: those would be stored as a ``corrupt:`` verdict on a sound object."""
+        from botocore.exceptions import IncompleteReadError
+
         response = self.client.get_object(Bucket=self.bucket, Key=key)
-        length = response.get("ContentLength") or 0
-        if length > max_bytes:
-            response["Body"].close()
+        length = response.get("ContentLength")
+        body = response["Body"]
+        if length is not None and length > max_bytes:
+            body.close()
             raise ObjectTooLarge(f"object is {length} bytes, over the {max_bytes}-byte limit")
-        data = response["Body"].read(max_bytes + 1)
+        # botocore checks the byte count against Content-Length only when read() is given no size;
+        # the length checked above bounds that read. Without a length, read one byte past the limit.
+        data = body.read() if length is not None else body.read(max_bytes + 1)
+        if length is not None and len(data) != length:
+            raise IncompleteReadError(actual_bytes=len(data), expected_bytes=length)
         if len(data) > max_bytes:
             raise ObjectTooLarge(f"object grew past the {max_bytes}-byte limit while reading")
         return data

@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    scan = subparsers.add_parser("scan", help="list a source, skip finished work, enqueue the rest")
-    scan.add_argument("source", metavar="SOURCE", help="s3://bucket/prefix, file:///folder or a folder")
+    scan = subparsers.add_parser(
+        "scan", help="list a source, skip finished work, enqueue the rest; or: scan resume ID, scan cancel ID",
+        description="fakescan scan SOURCE [options] | fakescan scan resume ID [--wait] | fakescan scan cancel ID")
+    scan.add_argument("source", metavar="SOURCE", help="s3://bucket/prefix, file:///folder or a folder; "
+                      "'resume ID' queues a scan's lost and given-up batches again, 'cancel ID' ends a scan "
+                      "(a folder named resume or cancel: ./resume)")
+    scan.add_argument("scan_id", nargs="?", metavar="ID", help="with resume or cancel: the scan")
     scan.add_argument("--detector", action="append", metavar="NAME",
                       help="detector name, folder or s3:// prefix; repeatable (default: FAKESCAN_DETECTORS); "
                            "provenance runs first unless FAKESCAN_SCAN_PROVENANCE=false")
@@ -39,13 +44,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scan.add_argument("--max-size", type=int, metavar="BYTES", help="skip objects larger than this (listing size)")
     scan.set_defaults(handler=scan_command)
 
+    reconcile = subparsers.add_parser(
+        "reconcile", help="re-enqueue batches the broker lost and end complete scans, in a loop",
+        description="Every INTERVAL: end scans whose items are all in; re-enqueue queued batches that are "
+                    "neither in the broker nor running (after FAKESCAN_RECONCILE_GRACE). Needs a broker.")
+    reconcile.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help="between passes (30)")
+    reconcile.add_argument("--once", action="store_true", help="one pass (two looks at the broker), then exit")
+    reconcile.set_defaults(handler=reconcile_command)
+
     status = subparsers.add_parser("status", help="progress of a scan (the latest by default)")
     status.add_argument("scan_id", nargs="?", type=int, metavar="SCAN_ID", help="the scan (default: the latest)")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(handler=status_command)
 
 
+SCAN_ACTIONS = ("resume", "cancel")
+
+
 def scan_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.source in SCAN_ACTIONS:
+        return _scan_action(args, settings)
+    if args.scan_id is not None:
+        raise UsageError(f"unexpected argument {args.scan_id!r}: scan takes one SOURCE (or: scan resume ID)")
     from fakescan.catalog import scan_detector_specs
     from fakescan.storage import open_store
     from scheduler.options import build_filter, resolve_detectors
@@ -109,7 +129,7 @@ def _check_broker(app: Any, url: str) -> None:
 
 def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settings: Settings, *, wait: bool,
          timeout: float | None = None) -> int:
-    from scheduler.progress import ProgressBar, settle, wait_for_scan
+    from scheduler.progress import ProgressBar
     from scheduler.scan import create_scan, run_scan
 
     scan_id = create_scan(sessions, request, "embedded" if settings.embedded else "broker")
@@ -130,12 +150,85 @@ def _run(sessions: Any, store: Any, request: Any, dispatcher: "Dispatch", settin
               f"batches {counts.batches}")
         print(f"follow with: fakescan status {scan_id}")
         return 0
-    progress = settle(sessions, scan_id) if settings.embedded else wait_for_scan(sessions, scan_id, timeout=timeout)
+    return _wait_and_report(sessions, scan_id, dispatcher, settings, timeout)
+
+
+def _wait_and_report(sessions: Any, scan_id: int, dispatcher: "Dispatch", settings: Settings,
+                     timeout: float | None) -> int:
+    """Follow the scan to its end (the reconciler re-enqueueing lost batches meanwhile), print the
+    summary, and say why when it did not finish; exit 0 only for ``finished``."""
+    from scheduler.progress import ENDED_STATES, settle, wait_for_scan
+    from scheduler.reconcile import Reconciler
+
+    if settings.embedded:
+        progress = settle(sessions, scan_id)
+    else:
+        reconciler = Reconciler(sessions, settings, dispatcher)
+        progress = wait_for_scan(sessions, scan_id, timeout=timeout, tick=lambda: reconciler.run_pass([scan_id]))
     _print_summary(sessions, scan_id, progress, settings)
-    if progress.state not in ("finished", "failed"):  # --wait-timeout ran out; the scan goes on
+    if progress.state not in ENDED_STATES:  # --wait-timeout ran out; the scan goes on
         print(f"fakescan: scan {scan_id} is still {progress.state} after --wait-timeout; "
               f"follow with: fakescan status {scan_id}", file=sys.stderr)
+    elif progress.state != "finished":
+        print(f"fakescan: scan {scan_id} {progress.state}: {progress.error or 'no reason recorded'}", file=sys.stderr)
     return 0 if progress.state == "finished" else 1
+
+
+def _scan_action(args: argparse.Namespace, settings: Settings) -> int:
+    """``scan resume ID`` and ``scan cancel ID``."""
+    if args.scan_id is None or not args.scan_id.isdigit():
+        raise UsageError(f"scan {args.source} needs a scan id: fakescan scan {args.source} ID")
+    sessions, engine = _sessions(settings)
+    try:
+        if args.source == "cancel":
+            return _cancel(sessions, int(args.scan_id))
+        return _resume(sessions, int(args.scan_id), settings, wait=args.wait, timeout=_wait_timeout(args.wait_timeout))
+    finally:
+        engine.dispose()
+
+
+def _cancel(sessions: Any, scan_id: int) -> int:
+    from fakescan.db import scans
+
+    with sessions() as session:
+        scan = scans.get_scan(session, scan_id)
+        queued = scans.item_counts(session, scan.id).get("queued", 0)
+        cancelled = scans.cancel_scan(session, scan.id)
+        session.commit()
+        state = scan.state if not cancelled else "cancelled"
+    if not cancelled:
+        print(f"scan {scan_id} had already ended: {state}")
+        return 0
+    print(f"scan {scan_id} cancelled; {queued} objects were still queued (workers skip its batches)")
+    return 0
+
+
+def _resume(sessions: Any, scan_id: int, settings: Settings, *, wait: bool, timeout: float | None) -> int:
+    from fakescan.db import scans
+    from scheduler.reconcile import requeue_now
+
+    with sessions() as session:
+        scan = scans.get_scan(session, scan_id)
+        if scan.state == "finished":
+            print(f"scan {scan_id} finished: nothing to resume")
+            return 0
+        if scan.listing_finished_at is None and scan.state not in scans.ACTIVE_STATES:
+            raise UsageError(f"scan {scan_id} ended while listing {scan.source} ({scan.error}): start a new scan "
+                             "of it instead (finished objects are skipped)")
+        given_up = scans.reopen_scan(session, scan_id)
+        session.commit()
+    dispatcher = make_dispatcher(settings)
+    try:
+        report = requeue_now(sessions, settings, dispatcher, scan_id)
+        batches = len(report.requeued)
+        print(f"scan {scan_id} resumed: {given_up} given-up objects queued again; {batches} batches "
+              f"({sum(n for *_, n in report.requeued)} objects) re-enqueued")
+        if not wait and not settings.embedded:
+            print(f"follow with: fakescan status {scan_id}")
+            return 0
+        return _wait_and_report(sessions, scan_id, dispatcher, settings, timeout)
+    finally:
+        dispatcher.close()  # type: ignore[attr-defined]
 
 
 def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Settings) -> None:
@@ -159,7 +252,7 @@ def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Setting
     verdicts = {verdict: combined.get(verdict, 0) for verdict in ("fake", "real", "uncertain")}
     verdicts["none"] = combined.get(None, 0)
     print(f"listed {progress.listed}  enqueued {progress.enqueued}  skipped {progress.skipped}")
-    print(f"done {progress.done}  failed {progress.failed}  state {progress.state}")
+    print(f"done {progress.done}  error {progress.errors}  given-up {progress.given_up}  state {progress.state}")
     print("results " + "  ".join(f"{name} {count}" for name, count in statuses.items()))
     for detector, tally in sorted(detectors.items()):
         order = [k for k in ("fake", "real", "uncertain", "none", "error") if k in tally]
@@ -167,6 +260,43 @@ def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Setting
     print("verdicts " + "  ".join(f"{name} {count}" for name, count in verdicts.items())
           + f"  (one per object, policy {policy.version})")
     print(f"database {_database_location(settings)}")
+
+
+def reconcile_command(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+    import time
+
+    from scheduler.reconcile import Reconciler
+
+    if args.interval <= 0:
+        raise UsageError(f"--interval must be positive, got {args.interval:g}")
+    sessions, engine = _sessions(settings)
+    dispatcher = make_dispatcher(settings) if settings.broker_url else None
+    if dispatcher is None:
+        raise UsageError("reconcile needs a broker: set FAKESCAN_BROKER_URL (embedded scans cannot lose batches)")
+    reconciler = Reconciler(sessions, settings, dispatcher)
+    log = logging.getLogger("fakescan.reconciler")
+    try:
+        if args.once:
+            _print_pass(reconciler.run_until_settled())
+            return 0
+        log.info("reconciling every %gs (grace %ds)", args.interval, settings.reconcile_grace)
+        while True:
+            try:
+                report = reconciler.run_pass()
+                if report.requeued or report.ended:
+                    _print_pass(report)
+            except Exception as error:  # the database or broker restarting: try again next pass
+                log.warning("reconcile pass failed: %s: %s", type(error).__name__, error)
+            time.sleep(args.interval)
+    finally:
+        dispatcher.close()  # type: ignore[attr-defined]
+        engine.dispose()
+
+
+def _print_pass(report: Any) -> None:
+    print(f"reconcile: {report.scans} active scans, {len(report.requeued)} batches re-enqueued "
+          f"({sum(n for *_, n in report.requeued)} objects), {len(report.ended)} scans ended", flush=True)
 
 
 def status_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -90,8 +90,9 @@ class ScanCollector:
             for scan_id in _reported_scan_ids(session):
                 progress = read_progress(session, scan_id)
                 labels = [str(scan_id), progress.source]
-                for state in ("queued", "done", "failed"):
-                    items.add_metric(labels + [state], getattr(progress, state))
+                for state, count in (("queued", progress.queued), ("done", progress.done),
+                                     ("error", progress.errors), ("given-up", progress.given_up)):
+                    items.add_metric(labels + [state], count)
                 listed.add_metric(labels, progress.listed)
                 skipped.add_metric(labels, progress.skipped)
                 rate.add_metric(labels, progress.images_per_second or 0.0)

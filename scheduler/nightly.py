@@ -1,7 +1,9 @@
 """``fakescan nightly SOURCE``: an incremental scan of what changed since the last successful run.
 
 The cut-off is the start of the latest *successful* scan of the same source with the same
-detectors and listing filters: state ``finished`` and no batch given up on. Objects modified
+detectors and listing filters: state ``finished`` and no batch given up on (item state
+``given-up``). Bad input (items in state ``error``, whose objects got an error row) does not hold
+the cut-off back: those objects have their answer, and only new content changes it. Objects modified
 after that moment (less ``--overlap``, for clock skew between the scheduler and the store) are
 listed again; the scheduler's skip rule drops the ones already scanned with the same content.
 With no such scan yet, the run is a full scan. Never imports torch.
@@ -35,8 +37,8 @@ class LastSuccess:
 
 def last_success(session: Session, source: str, detectors: list[dict[str, str]],
                  filters: dict[str, Any]) -> LastSuccess | None:
-    """The latest finished scan of ``source`` with these detectors and filters and no failed batch."""
-    failed_item = exists().where(ScanItem.scan_id == Scan.id, ScanItem.state == "failed")
+    """The latest finished scan of ``source`` with these detectors and filters and no given-up batch."""
+    failed_item = exists().where(ScanItem.scan_id == Scan.id, ScanItem.state == "given-up")
     candidates = session.execute(
         select(Scan.id, Scan.started_at, Scan.created_at, Scan.detectors, Scan.options)
         .where(Scan.source == source, Scan.state == "finished", ~failed_item)
@@ -74,10 +76,30 @@ def nightly_command(args: argparse.Namespace, settings: Settings) -> int:
     print(f"nightly: {note}\nnightly: fakescan {' '.join(argv)}", file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
+    reconcile_before(settings)
     from fakescan.cli import build_parser
 
     scan_args = build_parser().parse_args(argv)
     return int(scan_args.handler(scan_args, settings) or 0)
+
+
+def reconcile_before(settings: Settings) -> None:
+    """Lost batches of earlier scans go back to the workers before a new scan is added (broker only)."""
+    if not settings.broker_url:
+        return
+    from fakescan.db.engine import make_engine, make_sessionmaker
+    from fakescan.queue import CeleryDispatcher
+    from scheduler.reconcile import Reconciler
+
+    engine, dispatcher = make_engine(settings), CeleryDispatcher(settings)
+    try:
+        report = Reconciler(make_sessionmaker(engine), settings, dispatcher).run_until_settled()
+    finally:
+        dispatcher.close()
+        engine.dispose()
+    if report.requeued or report.ended:
+        print(f"nightly: reconciled: {len(report.requeued)} lost batches re-enqueued, "
+              f"{len(report.ended)} scans ended", file=sys.stderr, flush=True)
 
 
 def find_cutoff(args: argparse.Namespace, settings: Settings) -> LastSuccess | None:

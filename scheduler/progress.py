@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,20 +14,22 @@ from fakescan.db import scans
 from fakescan.db.models import Scan
 
 POLL_SECONDS = 1.0
+ENDED_STATES = ("finished", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
 class ScanProgress:
     scan_id: int
-    state: str  # queued (nothing completed yet), running, finished, failed
+    state: str  # queued (nothing completed yet), running, finished, failed, cancelled
     source: str
     detectors: list[dict[str, str]]
     listed: int
     enqueued: int
     skipped: int
-    queued: int  # enqueued items not yet done or failed
+    queued: int  # enqueued items not yet settled
     done: int
-    failed: int
+    errors: int  # items whose object is bad input (an error row): settled, and counted as done work
+    given_up: int  # items of batches that exhausted their retries: the scan ends failed
     images_per_second: float | None
     eta_seconds: float | None
     listing_finished: bool
@@ -49,7 +51,7 @@ class ScanProgress:
         lines = [
             f"scan {self.scan_id}  {self.state}  {self.source}",
             f"detectors  {detectors}",
-            f"queued {self.queued}  done {self.done}  skipped {self.skipped}  failed {self.failed}",
+            f"queued {self.queued}  done {self.done}  error {self.errors}  given-up {self.given_up}  skipped {self.skipped}",
             f"listed {self.listed}  enqueued {self.enqueued}" + ("" if self.listing_finished else "  (still listing)"),
             f"rate {rate}  eta {eta}",
             "created " + _stamp(self.created_at) + "  started " + _stamp(self.started_at)
@@ -64,25 +66,26 @@ def read_progress(session: Session, scan_id: int | None, now: datetime | None = 
     """Progress of one scan (the latest when ``scan_id`` is None); UsageError when it does not exist."""
     scan = scans.get_scan(session, scan_id)
     counts = scans.item_counts(session, scan.id)
-    queued, done, failed = counts.get("queued", 0), counts.get("done", 0), counts.get("failed", 0)
-    state = derive_state(scan, queued, done + failed)
-    rate = _rate(done + failed, scans.as_utc(scan.started_at or scan.created_at),
+    queued, done, errors = counts.get("queued", 0), counts.get("done", 0), counts.get("error", 0)
+    given_up = counts.get("given-up", 0)
+    state = derive_state(scan, queued, done + errors + given_up, given_up)
+    rate = _rate(done + errors, scans.as_utc(scan.started_at or scan.created_at),
                  scans.as_utc(scan.finished_at) or now or datetime.now(timezone.utc))
     return ScanProgress(
         scan_id=scan.id, state=state, source=scan.source, detectors=list(scan.detectors),
         listed=scan.listed, enqueued=scan.enqueued, skipped=scan.skipped,
-        queued=queued, done=done, failed=failed, images_per_second=rate,
+        queued=queued, done=done, errors=errors, given_up=given_up, images_per_second=rate,
         eta_seconds=_eta(state, queued, rate), listing_finished=scan.listing_finished_at is not None,
         created_at=scans.as_utc(scan.created_at), started_at=scans.as_utc(scan.started_at),
         finished_at=scans.as_utc(scan.finished_at), error=scan.error,
     )
 
 
-def derive_state(scan: Scan, queued: int, completed: int) -> str:
-    if scan.state == "failed":
-        return "failed"
+def derive_state(scan: Scan, queued: int, completed: int, given_up: int = 0) -> str:
+    if scan.state in ENDED_STATES:
+        return scan.state
     if scan.finished_at is not None or (scan.listing_finished_at is not None and queued == 0):
-        return "finished"
+        return "failed" if given_up else "finished"
     return "running" if completed else "queued"
 
 
@@ -94,7 +97,7 @@ def _rate(completed: int, start: datetime | None, end: datetime) -> float | None
 
 
 def _eta(state: str, queued: int, rate: float | None) -> float | None:
-    if state in ("finished", "failed") or not queued:
+    if state in ENDED_STATES or not queued:
         return 0.0 if state == "finished" else None
     return queued / rate if rate else None
 
@@ -152,17 +155,20 @@ def settle(sessions: sessionmaker[Session], scan_id: int) -> ScanProgress:
 
 
 def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: float = POLL_SECONDS,
-                  timeout: float | None = None) -> ScanProgress:
-    """Poll until the workers have finished (or the scan failed), drawing a progress bar; after
-    ``timeout`` seconds return the progress so far (state still ``running``)."""
+                  timeout: float | None = None, tick: Callable[[], object] | None = None) -> ScanProgress:
+    """Poll until the scan has ended (finished, failed or cancelled), drawing a progress bar; after
+    ``timeout`` seconds return the progress so far (state still ``running``). ``tick`` runs once
+    per poll (the reconciler, which re-enqueues batches the broker lost)."""
     bar = ProgressBar(scan_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
+            if tick is not None:
+                tick()
             progress = settle(sessions, scan_id)
-            bar.show(progress.done + progress.failed, progress.enqueued,
-                     failed=progress.failed, skipped=progress.skipped)
-            if progress.state in ("finished", "failed"):
+            bar.show(progress.done + progress.errors + progress.given_up, progress.enqueued,
+                     error=progress.errors, skipped=progress.skipped)
+            if progress.state in ENDED_STATES:
                 return progress
             if deadline is not None and time.monotonic() >= deadline:
                 return progress

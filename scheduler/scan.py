@@ -59,8 +59,10 @@ class ScanCounts:
 
 
 def canonical_source(store: Store) -> str:
+    """What identifies a source across runs (``nightly``'s cut-off). An S3 prefix keeps its trailing
+    slash: listing ``p`` also admits ``p2/...``, so ``s3://b/p`` and ``s3://b/p/`` are different sources."""
     if isinstance(store, S3Store):
-        return f"s3://{store.bucket}/{store.prefix}".rstrip("/")
+        return f"s3://{store.bucket}/{store.prefix}" if store.prefix else f"s3://{store.bucket}"
     if isinstance(store, LocalStore):
         return store.folder.as_uri()
     return store.root

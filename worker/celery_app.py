@@ -22,7 +22,13 @@ POOLS = ("prefork", "solo", "threads")
 
 
 def worker_app(settings: Settings) -> Any:
-    """The shared app with the batch task, a CUDA-safe default pool, and a prompt redelivery sweep."""
+    """The shared app with the batch task, a CUDA-safe default pool, and a prompt redelivery sweep.
+
+    Refuses (UsageError) a visibility timeout that live batches could outlast (worker/delivery.py).
+    """
+    from worker.delivery import check_visibility_timeout
+
+    check_visibility_timeout(settings)
     app = make_celery_app(settings, include_tasks=True)
     app.conf.worker_pool = default_pool(settings)
     # Redis hands an unacknowledged batch to another worker only when a worker sweeps for
@@ -81,6 +87,14 @@ def _warm_imports(**_: Any) -> None:
     from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: F401
 
     log.info("imported torch and transformers in %.1fs", time.perf_counter() - started)
+
+
+@signals.worker_init.connect
+def _broker_durability(**_: Any) -> None:
+    """A warning in the worker's log when Redis would lose queued batches on a restart."""
+    from worker.delivery import warn_if_broker_not_durable
+
+    warn_if_broker_not_durable(load_settings())
 
 
 @signals.celeryd_init.connect

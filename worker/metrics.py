@@ -4,7 +4,9 @@
   (``verdict="none"`` for error rows and detectors without a threshold);
 - ``fakescan_batch_seconds`` and ``fakescan_batch_objects``: batch latency and size;
 - ``fakescan_stage_seconds{stage}``: time per batch in fetch, decode, inference, write;
-- ``fakescan_model_load_seconds{detector}``: building a detector in a worker process.
+- ``fakescan_model_load_seconds{detector}``: building a detector in a worker process;
+- ``fakescan_batch_redeliveries_total``: batches started again for the same attempt (see
+  ``worker/delivery.py``).
 
 A solo or threads pool runs batches in the process that serves the endpoint. A prefork pool
 runs them in child processes: there prometheus_client's multiprocess mode is used, each child
@@ -46,6 +48,8 @@ class _Metrics:
         self.batch_objects = Histogram("fakescan_batch_objects", "objects written per batch", buckets=SIZE_BUCKETS)
         self.stage_seconds = Histogram("fakescan_stage_seconds", "seconds a batch spent in each stage", ["stage"],
                                        buckets=BATCH_BUCKETS)
+        self.redeliveries = Counter("fakescan_batch_redeliveries", "batches started again for the same attempt "
+                                    "(worker lost, visibility timeout, reconciler re-enqueue)")
         self.model_load_seconds = Histogram("fakescan_model_load_seconds", "seconds to build a detector in a process",
                                             ["detector"], buckets=LOAD_BUCKETS)
         for stage in STAGES:  # every stage's series exists (at zero) before the first batch
@@ -77,6 +81,11 @@ def observe_batch(seconds: float, objects: int, stage_seconds: Mapping[str, floa
             metrics.stage_seconds.labels(stage).observe(spent)
         for row in rows:
             metrics.images.labels(row["detector"], row["status"], row.get("verdict") or "none").inc()
+
+
+def observe_redelivery() -> None:
+    with _never_fails("redelivery"):
+        _get().redeliveries.inc()
 
 
 def observe_model_load(detector: str, seconds: float) -> None:

@@ -134,7 +134,7 @@ def load_batch(session_factory: SessionFactory, scan_id: int,
     """The scan's detectors and those of ``object_ids`` that are still items of the scan."""
     with session_factory() as session:
         scan = session.get(Scan, scan_id)
-        if scan is None or not object_ids:
+        if scan is None or not object_ids or scan.state == "cancelled":  # cancelled: its batches are skipped
             return [], []
         rows = session.execute(
             select(StoredObject.id, StoredObject.uri, StoredObject.store, StoredObject.key, StoredObject.fingerprint)

@@ -6,22 +6,31 @@ Why each option (see also ``fakescan.queue`` for the app-wide delivery settings)
   transaction committed; a worker killed mid-batch leaves it unacknowledged and Redis hands it
   to another worker after the visibility timeout. The rows are upserts, so a batch that runs
   twice writes each row once.
-- ``autoretry_for`` infrastructure faults only (S3 unreachable or 5xx, database down), with
+- infrastructure faults only (S3 unreachable, 5xx or cut off, database down) are retried, with
   exponential backoff and full jitter so a fleet recovering from an outage does not stampede;
-  capped at ``RETRY_BACKOFF_MAX`` seconds and ``MAX_RETRIES`` attempts; the last failed attempt
-  marks the scan failed with the fault. Bad input never reaches here (it is a result row) and a
-  bug is not retried: it fails loudly and marks the scan failed.
+  capped at ``FAKESCAN_RETRY_BACKOFF_MAX`` seconds and ``FAKESCAN_BATCH_MAX_RETRIES`` retries.
+  A batch that outlasts them, or crashes on a bug (not retried, it fails loudly), is *given up*:
+  its items become ``given-up`` and the scan ends ``failed`` with the reason once its other
+  batches are in (``fakescan scan resume`` queues them again). Bad input never reaches here: it
+  is a result row.
+- while the batch runs its lease is renewed in Redis, and a second start of the same attempt is
+  counted as a redelivery (``worker/delivery.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+from typing import Any
 
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from fakescan.db.scans import mark_failed
+from fakescan.db.scans import give_up_batch
 from fakescan.queue import SCAN_BATCH_TASK
+from fakescan.settings import Settings, load_settings
+from worker.delivery import BatchLease, record_delivery
 from worker.fetch import InfrastructureFault
 from worker.pipeline import BatchReport, process_batch
 from worker.runtime import WorkerRuntime, process_runtime
@@ -29,38 +38,72 @@ from worker.runtime import WorkerRuntime, process_runtime
 log = logging.getLogger(__name__)
 
 TRANSIENT_FAULTS = (InfrastructureFault, OperationalError, InterfaceError, ConnectionError, TimeoutError)
-MAX_RETRIES = 8
-RETRY_BACKOFF_MAX = 300  # seconds; keep below the visibility timeout (a waiting retry is unacknowledged too)
+RETRY_BACKOFF_BASE = 2  # seconds; doubled per retry, capped at FAKESCAN_RETRY_BACKOFF_MAX, full jitter
 
 
-@shared_task(name=SCAN_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=TRANSIENT_FAULTS, retry_backoff=2, retry_backoff_max=RETRY_BACKOFF_MAX,
-             retry_jitter=True, max_retries=MAX_RETRIES, ignore_result=True)
-def scan_batch(self, scan_id: int, object_ids: list[int], batch: int = 0) -> dict[str, object]:
-    runtime = process_runtime()
+@shared_task(name=SCAN_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
+             ignore_result=True)
+def scan_batch(self: Any, scan_id: int, object_ids: list[int], batch: int = 0) -> dict[str, object]:
+    retries = int(self.request.retries or 0)
+    eager = bool(self.request.is_eager)
     try:
-        report = process_batch(runtime.settings, runtime.sessions, scan_id, object_ids, runtime.cache, batch)
+        runtime = process_runtime()  # connects to the database: a fault here is retried too
+        return _run(runtime, scan_id, object_ids, batch, retries, self.request.delivery_info, eager=eager)
     except TRANSIENT_FAULTS as fault:
-        attempt = self.request.retries + 1
-        log.warning("scan %s batch %s: %s (attempt %d of %d)", scan_id, batch, fault, attempt, MAX_RETRIES + 1)
-        if self.request.retries >= MAX_RETRIES:  # Celery gives up after this: say so where users look
-            _fail_scan(runtime, scan_id, f"batch {batch} gave up after {attempt} attempts: "
-                                         f"{type(fault).__name__}: {fault}")
-        raise
+        settings = load_settings()
+        attempt = retries + 1
+        log.warning("scan %s batch %s: %s (attempt %d of %d)", scan_id, batch, fault, attempt,
+                    settings.batch_max_retries + 1)
+        if retries >= settings.batch_max_retries:
+            _give_up(scan_id, batch, f"batch {batch} gave up after {attempt} attempts: {type(fault).__name__}: {fault}")
+            raise
+        raise self.retry(exc=fault, countdown=retry_delay(retries, settings))
     except Exception as error:
-        _fail_scan(runtime, scan_id, f"batch {batch} crashed: {type(error).__name__}: {error}")
+        _give_up(scan_id, batch, f"batch {batch} crashed: {type(error).__name__}: {error}")
         raise
+
+
+def _run(runtime: WorkerRuntime, scan_id: int, object_ids: list[int], batch: int, retries: int,
+         delivery_info: dict[str, Any] | None, *, eager: bool) -> dict[str, object]:
+    settings = runtime.settings
+    if settings.broker_url and not eager:
+        record_delivery(settings, scan_id, batch, retries, bool((delivery_info or {}).get("redelivered")))
+    started = time.monotonic()
+    with _lease(settings, scan_id, batch, eager=eager):
+        report = process_batch(settings, runtime.sessions, scan_id, object_ids, runtime.cache, batch)
+    _warn_if_over_budget(settings, scan_id, batch, time.monotonic() - started)
     return report_fields(report)
 
 
-def _fail_scan(runtime: WorkerRuntime, scan_id: int, reason: str) -> None:
-    """The scan shows the reason in ``fakescan status`` (when the database can still record it);
-    the task's traceback is logged. Its unfinished items stay queued: a re-run scan enqueues them."""
+def retry_delay(retries: int, settings: Settings) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**retries)]."""
+    return random.uniform(0, min(settings.retry_backoff_max, RETRY_BACKOFF_BASE * 2 ** retries))
+
+
+def _lease(settings: Settings, scan_id: int, batch: int, *, eager: bool) -> Any:
+    import contextlib
+
+    if not settings.broker_url or eager:
+        return contextlib.nullcontext()
+    return BatchLease(settings, scan_id, batch)
+
+
+def _give_up(scan_id: int, batch: int, reason: str) -> None:
+    """The batch's items become given-up and the scan keeps the reason (when the database can still
+    record it; if not, they stay queued and the reconciler re-enqueues the batch later)."""
     try:
-        with runtime.sessions.begin() as session:
-            mark_failed(session, scan_id, reason)
+        with process_runtime().sessions.begin() as session:
+            given_up = give_up_batch(session, scan_id, batch, reason)
+        log.error("scan %s: %s; %d items given up", scan_id, reason, given_up)
     except Exception:
         log.exception("scan %s: could not record the failure %r", scan_id, reason)
+
+
+def _warn_if_over_budget(settings: Settings, scan_id: int, batch: int, seconds: float) -> None:
+    if seconds > settings.batch_budget:
+        log.warning("scan %s batch %s took %.0fs, over FAKESCAN_BATCH_BUDGET=%ds: raise the budget and the "
+                    "visibility timeout with it, or lower the batch size", scan_id, batch, seconds,
+                    settings.batch_budget)
 
 
 def report_fields(report: BatchReport) -> dict[str, object]:

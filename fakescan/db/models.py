@@ -24,8 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 IdType = BigInteger().with_variant(Integer(), "sqlite")
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
-SCAN_STATES = ("queued", "running", "finished", "failed")
-ITEM_STATES = ("queued", "done", "failed")
+SCAN_STATES = ("queued", "running", "finished", "failed", "cancelled")
+# error: a bad-input row (the object is settled); given-up: its batch exhausted its retries (not settled)
+ITEM_STATES = ("queued", "done", "error", "given-up")
 RESULT_STATUSES = ("ok", "error")
 VERDICTS = ("fake", "real", "uncertain")
 
@@ -53,7 +54,7 @@ class Scan(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # set once enumeration is complete and every enqueued item is done or failed
+    # set once enumeration is complete (every object listed and enqueued)
     listing_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -101,7 +102,7 @@ class Result(Base):
 
 
 class ScanItem(Base):
-    """One enqueued object of one scan; the worker flips it to done/failed with its results."""
+    """One enqueued object of one scan; the worker flips it to done/error with its results, or given-up."""
 
     __tablename__ = "scan_items"
     __table_args__ = (Index("ix_scan_items_state", "scan_id", "state"),)

@@ -22,7 +22,7 @@ RESULT_UPDATED = ("scan_id", "fingerprint", "status", "score", "verdict", "parts
 
 
 def write_batch(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Upsert ``rows`` (results of one scan) and mark their items done/failed; returns the object ids written.
+    """Upsert ``rows`` (results of one scan) and mark their items done/error; returns the object ids written.
 
     Rows of objects deleted meanwhile, or whose scan is gone, are dropped without error. Call
     inside a transaction (``sessionmaker.begin()``); the caller commits.
@@ -36,7 +36,7 @@ def write_batch(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]
     failed = {row["object_id"] for row in kept if row["status"] != "ok"}
     written = sorted({row["object_id"] for row in kept})
     _set_item_state(session, scan_id, [i for i in written if i not in failed], "done")
-    _set_item_state(session, scan_id, sorted(failed), "failed")
+    _set_item_state(session, scan_id, sorted(failed), "error")
     # Two batches finishing at once must not each see the other's items still queued: the row
     # lock orders them, and the check after it reads the other's committed items.
     _lock_scan(session, scan_id, exclusive=True)

@@ -5,23 +5,67 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Sequence, cast, overload
 
-from sqlalchemy import CursorResult, exists, func, insert, select, update
+from sqlalchemy import CursorResult, case, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fakescan.db.models import Scan, ScanItem, utcnow
 from fakescan.errors import UsageError
 
+# a scan in these states still has work ahead; finished, failed and cancelled scans have ended
+ACTIVE_STATES = ("queued", "running")
+
 
 def finish_if_complete(session: Session, scan_id: int) -> bool:
-    """Mark the scan finished once listing is over and no item is still queued; idempotent."""
+    """End the scan once listing is over and no item is still queued; idempotent.
+
+    It ends ``finished`` (error rows are results, the scan did its job) or, when a batch was
+    given up on, ``failed`` with the reason :func:`give_up_batch` recorded.
+    """
     pending = exists().where(ScanItem.scan_id == scan_id, ScanItem.state == "queued")
-    # an UPDATE's result is a CursorResult (rowcount); Session.execute is typed for any statement
-    result = cast(CursorResult[Any], session.execute(
+    given_up = exists().where(ScanItem.scan_id == scan_id, ScanItem.state == "given-up")
+    return bool(_rowcount(session.execute(
         update(Scan)
-        .where(Scan.id == scan_id, Scan.listing_finished_at.is_not(None), Scan.finished_at.is_(None), ~pending)
-        .values(state="finished", finished_at=utcnow())
-    ))
-    return bool(result.rowcount)
+        .where(Scan.id == scan_id, Scan.listing_finished_at.is_not(None), Scan.finished_at.is_(None),
+               Scan.state.in_(ACTIVE_STATES), ~pending)
+        .values(state=case((given_up, "failed"), else_="finished"), finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )))
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched: its result is a CursorResult; Session.execute is typed for any statement."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+def give_up_batch(session: Session, scan_id: int, batch: int, reason: str) -> int:
+    """A batch out of retries (or crashed): its unfinished items become ``given-up``; the first
+    reason is kept on the scan, which ends ``failed`` when its other batches are in."""
+    result = session.execute(
+        update(ScanItem).where(ScanItem.scan_id == scan_id, ScanItem.batch == batch, ScanItem.state == "queued")
+        .values(state="given-up", updated_at=utcnow())
+    )
+    session.execute(update(Scan).where(Scan.id == scan_id, Scan.error.is_(None)).values(error=reason[:2000]))
+    finish_if_complete(session, scan_id)
+    return _rowcount(result)
+
+
+def cancel_scan(session: Session, scan_id: int) -> bool:
+    """Stop a scan that has not ended: workers skip its batches from now on; False if it had ended."""
+    result = session.execute(
+        update(Scan).where(Scan.id == scan_id, Scan.finished_at.is_(None))
+        .values(state="cancelled", error="cancelled by 'fakescan scan cancel'", finished_at=utcnow())
+    )
+    return bool(_rowcount(result))
+
+
+def reopen_scan(session: Session, scan_id: int) -> int:
+    """``scan resume``: given-up items queued again and the scan running; returns how many were given up."""
+    result = session.execute(
+        update(ScanItem).where(ScanItem.scan_id == scan_id, ScanItem.state == "given-up")
+        .values(state="queued", updated_at=utcnow())
+    )
+    session.execute(update(Scan).where(Scan.id == scan_id).values(state="running", error=None, finished_at=None))
+    return _rowcount(result)
 
 
 def latest_scan_id(session: Session) -> int | None:
@@ -77,7 +121,7 @@ def add_items(session: Session, scan_id: int, batch: int, object_ids: Sequence[i
 
 
 def item_counts(session: Session, scan_id: int) -> dict[str, int]:
-    """Enqueued items of a scan by state (queued, done, failed)."""
+    """Enqueued items of a scan by state (queued, done, error, given-up)."""
     rows = session.execute(
         select(ScanItem.state, func.count()).where(ScanItem.scan_id == scan_id).group_by(ScanItem.state)
     )

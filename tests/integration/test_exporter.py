@@ -53,7 +53,7 @@ def enqueued_scan(s3_service: Any, s3_bucket: str, postgres_url: str, redis_serv
         client.put_object(Bucket=s3_bucket, Key=f"in/{seed}.png", Body=png_bytes(seed))
     assert main(["scan", f"s3://{s3_bucket}/in/", "--detector", "tiny", "--batch-size", str(BATCH)]) == 0
     scan_id = int(capsys.readouterr().out.splitlines()[0].split()[1])
-    return scan_id, queue, f"s3://{s3_bucket}/in"
+    return scan_id, queue, f"s3://{s3_bucket}/in/"
 
 
 def test_exporter_serves_queue_depth_and_scan_progress(enqueued_scan: tuple[int, str, str]) -> None:

@@ -116,7 +116,7 @@ def test_wait_follows_workers_to_the_end(broker, archive, capsys):
         consumer.join(timeout=10)
         engine.dispose()
     out = capsys.readouterr().out
-    assert f"done {IMAGES}  failed 0  state finished" in out
+    assert f"done {IMAGES}  error 0  given-up 0  state finished" in out
     assert f"results ok {IMAGES}  error 0" in out
     assert len(worker.batches) == 4
 
@@ -127,7 +127,7 @@ def test_wait_timeout_gives_up_waiting_not_the_scan(broker, archive, capsys):
     captured = capsys.readouterr()
     scan_id = int(captured.out.splitlines()[0].split()[1])
     assert code == 1
-    assert "done 0  failed 0  state queued" in captured.out
+    assert "done 0  error 0  given-up 0  state queued" in captured.out
     assert captured.err.strip() == (f"fakescan: scan {scan_id} is still queued after --wait-timeout; "
                                     f"follow with: fakescan status {scan_id}")
     assert main(["status", str(scan_id), "--json"]) == 0

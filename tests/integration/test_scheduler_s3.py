@@ -66,7 +66,7 @@ def test_rerun_rescan_and_changed_content(s3, s3_bucket, worker, capsys):
     first_status = status(capsys, first)
     assert first_status["state"] == "finished"
     assert (first_status["listed"], first_status["enqueued"], first_status["done"]) == (FIRST_GROUP,) * 3
-    assert (first_status["queued"], first_status["skipped"], first_status["failed"]) == (0, 0, 0)
+    assert (first_status["queued"], first_status["skipped"], first_status["errors"]) == (0, 0, 0)
     assert first_status["source"] == source
     assert first_status["detectors"][0]["name"] == "tiny" and first_status["detectors"][0]["version"] == "t1"
     assert first_status["images_per_second"] > 0
@@ -151,7 +151,7 @@ def test_real_in_process_worker_then_rerun_skips(s3, s3_bucket, capsys):
     assert main(["scan", source, "--detector", "provenance", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert f"listed {FIRST_GROUP}  enqueued {FIRST_GROUP}  skipped 0" in out
-    assert f"done {FIRST_GROUP}  failed 0  state finished" in out
+    assert f"done {FIRST_GROUP}  error 0  given-up 0  state finished" in out
     assert f"results ok {FIRST_GROUP}  error 0" in out
 
     assert main(["scan", source, "--detector", "provenance"]) == 0

@@ -97,6 +97,7 @@ def stack(redis_service, postgres_service, s3_service, tmp_path_factory) -> Iter
     env.update(AWS_TEST_ENV, FAKESCAN_BROKER_URL=redis_service.url, FAKESCAN_DATABASE_URL=database,
                FAKESCAN_S3_ENDPOINT_URL=s3_service.url, FAKESCAN_QUEUE=f"test-worker-{uuid.uuid4().hex[:8]}",
                FAKESCAN_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), FAKESCAN_HOME=str(folder / "home"),
+               FAKESCAN_RETRY_BACKOFF_MAX="2", FAKESCAN_BATCH_BUDGET="7",
                FAKESCAN_LOG_LEVEL="INFO", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     migrate.upgrade(load_settings(database_url=database))
     # one prefork worker (a pool child per batch) and one threads worker running two batches at once
@@ -188,7 +189,7 @@ def test_two_workers_score_an_archive_with_corrupt_objects(stack):
             assert status == "ok" and 0.0 <= score <= 1.0 and verdict in ("fake", "real", "uncertain")
         else:
             assert status == "error" and error.split(":", 1)[0] == CORRUPT_KINDS[key.removeprefix("photos/")], error
-    assert scan_state(stack, scan_id) == ("finished", {"done": len(images), "failed": len(corrupt)})
+    assert scan_state(stack, scan_id) == ("finished", {"done": len(images), "error": len(corrupt)})
     assert all(worker.batches_started(scan_id) for worker in stack.workers), "both workers took batches"
 
 

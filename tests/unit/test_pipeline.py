@@ -101,7 +101,7 @@ def test_every_object_gets_one_row_per_detector_and_bad_input_an_error_with_its_
             assert set(bright.timings) == {"fetch_ms", "decode_ms", "inference_ms"}
             assert bright.fingerprint == f"test:{key}" and bright.scan_id == scan_id
     states = item_states(runtime, scan_id)
-    assert {key for key in keys if states[ids[key]] == "failed"} == set(CORRUPT_KINDS)
+    assert {key for key in keys if states[ids[key]] == "error"} == set(CORRUPT_KINDS)
     assert {key for key in keys if states[ids[key]] == "done"} == set(keys) - set(CORRUPT_KINDS)
     bad_rows = len(CORRUPT_KINDS) + 1  # the empty object's row of each detector, the others' pixel rows
     assert (report.objects, report.ok, report.errors) == (len(keys), 2 * len(keys) - bad_rows, bad_rows)

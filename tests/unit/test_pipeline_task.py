@@ -42,10 +42,24 @@ def test_an_unreachable_database_is_retried_then_raised(monkeypatch):
     finally:
         signals.task_retry.disconnect(count)
     assert isinstance(outcome.result, OperationalError)
-    assert len(retries) == tasks.MAX_RETRIES
+    assert len(retries) == load_settings().batch_max_retries
 
 
-def test_a_broken_detector_fails_the_task_and_marks_the_scan_failed(tmp_path):
+def listed_scan(session, detector: dict, batch: int, ids: list[int]) -> int:
+    """A scan whose listing is over with one batch enqueued, as the scheduler leaves it."""
+    scan_id = scans.create_scan(session, "test", [detector], {})
+    scans.start_listing(session, scan_id)
+    scans.add_items(session, scan_id, batch, ids)
+    scans.finish_listing(session, scan_id)
+    return scan_id
+
+
+def item_states(runtime, scan_id: int) -> dict[str, int]:
+    with runtime.sessions() as session:
+        return scans.item_counts(session, scan_id)
+
+
+def test_a_broken_detector_gives_up_the_batch_and_the_scan_fails(tmp_path):
     runtime = process_runtime()  # the embedded SQLite under FAKESCAN_HOME, as the task will see it
     broken = detector_folder(tmp_path / "detectors", "broken", always_raise=True)
     (tmp_path / "archive").mkdir()
@@ -59,18 +73,18 @@ def test_a_broken_detector_fails_the_task_and_marks_the_scan_failed(tmp_path):
             session.add(row)
             session.flush()
             ids.append(row.id)
-        scan_id = scans.create_scan(session, "test", [ref_entry(broken)], {})
-        scans.add_items(session, scan_id, 1, ids)
+        scan_id = listed_scan(session, ref_entry(broken), 1, ids)
 
     outcome = tasks.scan_batch.apply(args=(scan_id, ids), kwargs={"batch": 1})
 
     assert isinstance(outcome.result, BatchCrashed)
+    assert item_states(runtime, scan_id) == {"given-up": 3}
     with runtime.sessions() as session:
         scan = session.get(Scan, scan_id)
         assert scan.state == "failed" and "batch 1 crashed" in scan.error and "broken" in scan.error
 
 
-def test_a_fault_that_outlasts_every_retry_marks_the_scan_failed(tmp_path):
+def test_a_fault_that_outlasts_every_retry_gives_up_the_batch(tmp_path):
     runtime = process_runtime()
     (tmp_path / "archive").mkdir()
     looping = tmp_path / "archive" / "loop.png"
@@ -81,16 +95,17 @@ def test_a_fault_that_outlasts_every_retry_marks_the_scan_failed(tmp_path):
         session.add(row)
         session.flush()
         folder = detector_folder(tmp_path / "detectors", "bright")
-        scan_id = scans.create_scan(session, "test", [ref_entry(folder)], {})
-        scans.add_items(session, scan_id, 4, [row.id])
+        scan_id = listed_scan(session, ref_entry(folder), 4, [row.id])
 
     outcome = tasks.scan_batch.apply(args=(scan_id, [row.id]), kwargs={"batch": 4})
 
     assert isinstance(outcome.result, InfrastructureFault)
+    assert item_states(runtime, scan_id) == {"given-up": 1}
     with runtime.sessions() as session:
         scan = session.get(Scan, scan_id)
         assert scan.state == "failed"
-        assert scan.error.startswith(f"batch 4 gave up after {tasks.MAX_RETRIES + 1} attempts: InfrastructureFault")
+        attempts = load_settings().batch_max_retries + 1
+        assert scan.error.startswith(f"batch 4 gave up after {attempts} attempts: InfrastructureFault")
         assert "loop.png" in scan.error
 
 

@@ -117,7 +117,7 @@ def test_embedded_scan_then_rerun_skips_everything(archive, detector, worker, ca
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["scan_id"] == first + 1 and status["state"] == "finished"
-    assert (status["queued"], status["done"], status["skipped"], status["failed"]) == (0, 0, 9, 0)
+    assert (status["queued"], status["done"], status["skipped"], status["errors"]) == (0, 0, 9, 0)
 
 
 def test_changed_file_and_rescan(archive, detector, worker, capsys):

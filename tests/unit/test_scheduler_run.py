@@ -95,3 +95,12 @@ def test_listing_failure_marks_the_scan_failed(sessions, error, reason):
         progress = read_progress(session, scan_id)
     assert (progress.state, progress.error) == ("failed", reason)
     assert progress.enqueued == 4  # the two full batches before the failure were sent
+
+
+def test_an_s3_prefix_keeps_its_trailing_slash_in_the_canonical_source() -> None:
+    from fakescan.storage import S3Store
+    from scheduler.scan import canonical_source
+
+    assert canonical_source(S3Store("media", "photos/", None)) == "s3://media/photos/"
+    assert canonical_source(S3Store("media", "photos", None)) == "s3://media/photos"
+    assert canonical_source(S3Store("media", "", None)) == "s3://media"
