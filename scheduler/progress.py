@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fakescan.db import scans
 from fakescan.db.models import Scan
 
 POLL_SECONDS = 1.0
+log = logging.getLogger("fakescan.scheduler")
 ENDED_STATES = ("finished", "failed", "cancelled")
+TRANSIENT = (DBAPIError, RedisError, BrokerUnavailable, OSError)
 
 
 @dataclass(frozen=True)
@@ -163,9 +169,15 @@ def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: f
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
-            if tick is not None:
-                tick()
-            progress = settle(sessions, scan_id)
+            try:
+                if tick is not None:
+                    tick()
+                progress = settle(sessions, scan_id)
+            except TRANSIENT as fault:  # the database or broker restarting: the scan goes on, so do we
+                log.warning("cannot follow scan %d right now (%s: %s); retrying", scan_id, type(fault).__name__,
+                            str(fault).strip().splitlines()[0] if str(fault).strip() else "")
+                time.sleep(poll_seconds)
+                continue
             bar.show(progress.done + progress.errors + progress.given_up, progress.enqueued,
                      error=progress.errors, skipped=progress.skipped)
             if progress.state in ENDED_STATES:

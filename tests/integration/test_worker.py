@@ -213,6 +213,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(stack):
 
     wait_for(lambda: scan_state(stack, scan_id)[0] == "finished", "the scan finished after redelivery", 120)
     assert in_flight in survivor.batches_started(scan_id), "the survivor ran the killed worker's batch"
+    assert f"scan {scan_id} batch {in_flight}: redelivered" in survivor.text(), "the redelivery is logged"
     rows = rows_by_key(stack, scan_id)
     assert {key for key, _ in rows} == set(objects) and {name for _, name in rows} >= {slow.name}
     assert [len(found) for found in rows.values()] == [1] * len(rows), "one row per object and detector"
