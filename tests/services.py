@@ -66,12 +66,15 @@ def start_redis() -> Service:
     if binary is None:
         raise RuntimeError("redis-server not found: run docker/install.sh")
     port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="fakescan-redis-"))
+    # durable, as docker/compose.yaml and the Helm chart run it (tests/chaos_support.py runs one without)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir),
+         "--appendonly", "yes", "--appendfsync", "everysec"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_until(lambda: _port_open(port), "redis-server")
-    return Service(f"redis://127.0.0.1:{port}/0", process)
+    return Service(f"redis://127.0.0.1:{port}/0", process, workdir)
 
 
 def _postgres_bin(name: str) -> str:

@@ -135,6 +135,15 @@ def test_compose_builds_the_cpu_image_and_runs_real_commands() -> None:
     assert services["worker"]["command"][0] == "worker"
 
 
+def test_compose_runs_a_durable_broker_and_the_reconciler() -> None:
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])  # the AOF outlives the container
+    assert services["reconciler"]["command"][0] == "reconcile"
+
+
 def test_compose_orders_start_up_through_healthchecks_and_one_shot_jobs() -> None:
     services = compose()["services"]
     for name, service in services.items():

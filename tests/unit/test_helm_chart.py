@@ -4,6 +4,7 @@ against the Kubernetes schemas of the oldest and newest supported versions."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -60,7 +61,8 @@ def worker_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_required_values_render_a_cpu_release_with_migrations_and_exporter() -> None:
     objects = validated(REQUIRED)
     assert sorted((obj["kind"], obj["metadata"]["name"]) for obj in objects) == [
-        ("Deployment", "scan-fakescan-exporter"), ("Deployment", "scan-fakescan-worker"),
+        ("Deployment", "scan-fakescan-exporter"), ("Deployment", "scan-fakescan-reconciler"),
+        ("Deployment", "scan-fakescan-worker"),
         ("Job", "scan-fakescan-migrate"), ("Service", "scan-fakescan-exporter"),
         ("ServiceAccount", "scan-fakescan"),
     ]
@@ -242,3 +244,58 @@ def test_helm_lint_strict_finds_no_warning() -> None:
     for values in (REQUIRED, GPU_KEDA_NIGHTLY):
         report = helm.lint(str(CHART), values, strict=True, kube_version="v1.27.0")
         assert not [message for message in report["messages"] if message["severity"] >= 2], report
+
+
+CANARY = "canary-Pw-7f3a9c"
+PASSWORD_PLACES = {
+    "broker.url": {"broker": {"url": f"redis://:{CANARY}@redis-master:6379/0"}},
+    "broker.url with a user": {"broker": {"url": f"rediss://fakescan:{CANARY}@redis-master:6380/1"}},
+    "s3.endpointUrl": {"s3": {"endpointUrl": f"https://minio:{CANARY}@minio.storage:9000"}},
+    "settings.extraEnv": {"settings": {"extraEnv": [
+        {"name": "FAKESCAN_DATABASE_URL", "value": f"postgresql+psycopg://app:{CANARY}@db:5432/scans"}]}},
+    "nightly source": {"nightly": {"enabled": True, "sources": [
+        {"name": "photos", "uri": "s3://media/photos/", "extraArgs": ["--glob", f"http://u:{CANARY}@x/*"]}]}},
+}
+
+
+@pytest.mark.parametrize("place", list(PASSWORD_PLACES), ids=list(PASSWORD_PLACES))
+def test_a_password_in_any_url_value_fails_the_render_without_echoing_it(place: str) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match="carries a password") as refused:
+        render_chart(_merged(GPU_KEDA_NIGHTLY | {"broker": {"url": "redis://redis-master:6379/0"}},
+                             PASSWORD_PLACES[place]))
+    assert CANARY not in str(refused.value)
+
+
+def test_a_password_reaches_the_pods_only_through_a_secret() -> None:
+    """Every object rendered from values naming Secrets, grepped for the canary: it is nowhere."""
+    from tests.deploy_support import CHART
+
+    everything = _merged(GPU_KEDA_NIGHTLY, {"reconciler": {"enabled": True}, "redis": {"enabled": False},
+                                            "settings": {"extraEnv": [{"name": "FAKESCAN_DATABASE_URL", "valueFrom": {
+                                                "secretKeyRef": {"name": "db", "key": CANARY.lower()[:6]}}}]}})
+    rendered = render_chart(everything)
+    assert rendered and CANARY not in json.dumps(rendered)
+    assert CANARY not in "".join(path.read_text() for path in CHART.rglob("*") if path.is_file())
+
+
+def test_the_reconciler_runs_as_one_deployment_with_the_settings_it_reads() -> None:
+    objects = validated(REQUIRED)
+    reconciler = by_kind_and_name(objects)[("Deployment", "scan-fakescan-reconciler")]
+    (container,) = containers(reconciler)
+    assert container["args"] == ["reconcile", "--interval", "30"] and reconciler["spec"]["replicas"] == 1
+    env = env_of(container)
+    assert env["FAKESCAN_RECONCILE_GRACE"]["value"] == "120"
+    assert env["FAKESCAN_BROKER_URL"]["value"] == "redis://redis-master:6379/0"
+
+
+def test_the_charts_own_redis_is_durable_and_becomes_the_broker() -> None:
+    values = _merged(REQUIRED, {"broker": {"url": ""}, "redis": {"enabled": True}})
+    objects = by_kind_and_name(validated(values))
+    (redis,) = containers(objects[("StatefulSet", "scan-fakescan-redis")])
+    args = redis["args"]
+    assert args[args.index("--appendonly") + 1] == "yes" and args[args.index("--appendfsync") + 1] == "everysec"
+    worker_env = env_of(containers(objects[("Deployment", "scan-fakescan-worker")])[0])
+    assert worker_env["FAKESCAN_BROKER_URL"]["value"] == "redis://scan-fakescan-redis:6379/0"
+    assert ("Service", "scan-fakescan-redis") in objects

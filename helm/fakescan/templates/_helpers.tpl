@@ -55,6 +55,15 @@ app.kubernetes.io/part-of: fakescan
 {{- end -}}
 {{- end -}}
 
+{{/* The plain broker URL: broker.url, else the chart's own Redis (redis.enabled); empty if neither. */}}
+{{- define "fakescan.brokerUrl" -}}
+{{- if .Values.broker.url -}}
+{{- .Values.broker.url -}}
+{{- else if .Values.redis.enabled -}}
+{{- printf "redis://%s-redis:6379/0" (include "fakescan.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The broker URL as an env entry: from the existing Secret, else the plain url; one is required. */}}
 {{- define "fakescan.brokerEnv" -}}
 {{- if .Values.broker.existingSecret -}}
@@ -65,7 +74,15 @@ app.kubernetes.io/part-of: fakescan
       key: {{ .Values.broker.existingSecretKey }}
 {{- else -}}
 - name: FAKESCAN_BROKER_URL
-  value: {{ required "broker.url or broker.existingSecret is required: the workers take their batches from a Redis broker" .Values.broker.url | quote }}
+  value: {{ required "broker.url or broker.existingSecret is required (or redis.enabled): the workers take their batches from a Redis broker" (include "fakescan.brokerUrl" .) | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* No password is ever rendered: any URL with one in the values (scheme://user:PASSWORD@host) fails
+     the render, without echoing it. Such a URL belongs in a Secret the values name. */}}
+{{- define "fakescan.refusePasswordsInValues" -}}
+{{- if regexMatch "[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@\\s\"]*:[^/?#@\\s\"]*@" (toJson .Values) -}}
+{{- fail "a URL in the values carries a password (scheme://user:PASSWORD@host), which would be written into the manifests in plain text: put the URL in a Secret and name it (broker.existingSecret, database.existingSecret, or settings.extraEnv with valueFrom.secretKeyRef)" -}}
 {{- end -}}
 {{- end -}}
 
@@ -87,6 +104,12 @@ app.kubernetes.io/part-of: fakescan
   value: {{ .Values.settings.batchSize | quote }}
 - name: FAKESCAN_VISIBILITY_TIMEOUT
   value: {{ .Values.settings.visibilityTimeout | quote }}
+- name: FAKESCAN_RETRY_BACKOFF_MAX
+  value: {{ .Values.settings.retryBackoffMax | quote }}
+- name: FAKESCAN_BATCH_BUDGET
+  value: {{ .Values.settings.batchBudget | quote }}
+- name: FAKESCAN_RECONCILE_GRACE
+  value: {{ .Values.settings.reconcileGrace | quote }}
 - name: FAKESCAN_FETCH_CONCURRENCY
   value: {{ .Values.settings.fetchConcurrency | quote }}
 - name: FAKESCAN_MAX_OBJECT_BYTES
