@@ -21,7 +21,7 @@ from fakescan.errors import SourceError, UsageError
 from fakescan.settings import Settings
 
 T = TypeVar("T")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif")
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ set: a half-grey image would be scored as if it were real content).
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as a viewer would
 WIDE_INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -34,20 +35,80 @@ class DecodeError(ValueError):
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The first frame of ``data`` as an upright RGB image; DecodeError when it cannot be one."""
+    """The first frame of ``data`` as an upright sRGB image; DecodeError when it cannot be one."""
     if not data:
         raise DecodeError("empty", "the object has 0 bytes")
+    _configure_pillow(max_pixels)
+    try:
+        image = _load(data, max_pixels)
+    except DecodeError:
+        stripped = png_without_text(data)
+        if stripped is None:
+            raise
+        image = _load(stripped, max_pixels)  # hostile PNG text is provenance's business, not the pixels'
+    return to_rgb(to_srgb(_upright(image)))
+
+
+def _load(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     image = _open(data)
     _check_pixels(image.size, max_pixels)
     try:
-        image.seek(0)  # animations and multi-page files: the first frame is the picture
+        image.seek(0)  # animations and multi-page files: the first frame (or page) is the picture
         image.load()
     except Image.DecompressionBombError as error:
         raise DecodeError("decompression-bomb", str(error)) from None
     except MALFORMED_INPUT as error:
         kind = image.format or "image"
         raise DecodeError("corrupt", f"truncated or corrupt {kind} data ({_first_line(error)})") from None
-    return to_rgb(_upright(image))
+    return image
+
+
+PILLOW_HEADROOM = 4  # Pillow warns past MAX_IMAGE_PIXELS and raises past twice that
+
+
+def _configure_pillow(max_pixels: int) -> None:
+    """Pillow's own pixel limit follows the setting: its default would cap FAKESCAN_MAX_IMAGE_PIXELS
+    silently at ~179 MP. It stays above ours (which checks the header first and says the size) as
+    a backstop for frames Pillow sizes later. HEIF/HEIC support is registered once."""
+    limit = max_pixels * PILLOW_HEADROOM
+    if Image.MAX_IMAGE_PIXELS != limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    _register_heif()
+
+
+@functools.cache
+def _register_heif() -> bool:
+    """HEIC/HEIF through pillow-heif (AVIF is Pillow's own since 11.2); False when it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def png_without_text(data: bytes) -> bytes | None:
+    """The PNG with its text chunks dropped (None: not a PNG, or no text to drop).
+
+    A zTXt/iTXt chunk that inflates past Pillow's text limits fails the whole decode; the pixels
+    do not depend on it, so the pixel detectors get the image without it."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    kept, position, dropped = [data[:8]], 8, False
+    while position + 8 <= len(data):
+        length = struct.unpack(">I", data[position:position + 4])[0]
+        end = position + 12 + length
+        if data[position + 4:position + 8] in PNG_TEXT_CHUNKS:
+            dropped = True
+        else:
+            kept.append(data[position:end])
+        position = end
+    kept.append(data[position:])
+    return b"".join(kept) if dropped else None
 
 
 def _open(data: bytes) -> ImageFile.ImageFile:
@@ -77,6 +138,37 @@ def _upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except MALFORMED_INPUT:
         return image
+
+
+SRGB = ImageCms.createProfile("sRGB")
+PROFILED_MODES = {"RGB": "RGB", "CMYK": "RGB", "RGBA": "RGBA"}  # input mode -> mode after the transform
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """Pixels with an embedded ICC profile (Adobe RGB, Display P3, a CMYK press profile) converted
+    through it to sRGB, the space detectors were trained on; a malformed or mismatched profile, or
+    one that already is sRGB, leaves the pixels as stored."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in PROFILED_MODES:
+        return image
+    transform = _srgb_transform(bytes(icc), image.mode)
+    if transform is None:
+        return image
+    try:
+        return ImageCms.applyTransform(image, transform)
+    except (ImageCms.PyCMSError, ValueError, OSError):
+        return image
+
+
+@functools.lru_cache(maxsize=32)
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(source).lower().replace(" ", ""):
+            return None  # most camera JPEGs: converting would change nothing but the time spent
+        return ImageCms.buildTransform(source, SRGB, mode, PROFILED_MODES[mode])
+    except (ImageCms.PyCMSError, ValueError, OSError, TypeError):
+        return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakescan.errors import UsageError
 from fakescan.settings import Settings
 
 _DIALECT_INSERT: dict[str, Callable[[Any], postgresql.Insert | sqlite.Insert]] = {
@@ -16,7 +18,23 @@ _DIALECT_INSERT: dict[str, Callable[[Any], postgresql.Insert | sqlite.Insert]] =
 
 
 def make_engine(settings: Settings) -> Engine:
+    return _create_engine(checked_database_url(settings))
+
+
+def checked_database_url(settings: Settings) -> str:
+    """The database URL; UsageError naming FAKESCAN_DATABASE_URL when it is malformed (the URL
+    itself, which may hold a password, is not repeated)."""
     url = settings.resolved_database_url()
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:  # ValueError: a port that is no number
+        reason = "unknown database kind" if isinstance(error, NoSuchModuleError) else "cannot be parsed"
+        raise UsageError(f"FAKESCAN_DATABASE_URL is not a database URL: {reason} (expected e.g. "
+                         "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite:////path/fakescan.db)") from None
+    return url
+
+
+def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})

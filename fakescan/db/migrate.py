@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
+from fakescan.db.engine import checked_database_url
 from fakescan.settings import Settings
 
 
@@ -26,7 +27,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
-    url = settings.resolved_database_url()
+    url = checked_database_url(settings)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(settings.resolved_database_url()), revision)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def run_fakescan(*args: str, env_extra: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     import os
@@ -26,3 +28,16 @@ def test_closed_stdout_pipe_ends_quietly():
     _, stderr = reader.communicate(timeout=60)
     assert reader.returncode == 141
     assert b"Traceback" not in stderr and b"internal error" not in stderr
+
+
+@pytest.mark.parametrize("url", ["not a url", "postgresql+psycopg://app:s3cret-pw@db:notaport/scans",
+                                 "nosuchdb://app:s3cret-pw@db/scans"])
+@pytest.mark.parametrize("command", [["status"], ["db", "upgrade"]])
+def test_a_malformed_database_url_is_one_line_naming_the_variable(url, command, monkeypatch, capsys):
+    from fakescan.cli import main
+
+    monkeypatch.setenv("FAKESCAN_DATABASE_URL", url)
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fakescan: error: FAKESCAN_DATABASE_URL is not a database URL")
+    assert "s3cret-pw" not in err[0]
