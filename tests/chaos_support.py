@@ -96,10 +96,13 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
-        """A fast shutdown (SIGINT): connections dropped, as a database failover looks to clients."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            self.process.wait(timeout=60)
+        """A fast shutdown (SIGINT to the postmaster): connections dropped, as a failover looks to clients."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        pid_file = self.workdir / "data" / "postmaster.pid"
+        postmaster = int(pid_file.read_text().split()[0]) if pid_file.exists() else self.process.pid
+        os.kill(postmaster, signal.SIGINT)  # the postmaster itself: runuser may not pass signals on
+        self.process.wait(timeout=60)
 
     def close(self) -> None:
         self.stop()
