@@ -57,7 +57,8 @@ class ScanProgress:
         lines = [
             f"scan {self.scan_id}  {self.state}  {self.source}",
             f"detectors  {detectors}",
-            f"queued {self.queued}  done {self.done}  error {self.errors}  given-up {self.given_up}  skipped {self.skipped}",
+            f"queued {self.queued}  done {self.done}  error {self.errors}  given-up {self.given_up}  "
+            f"skipped {self.skipped}",
             f"listed {self.listed}  enqueued {self.enqueued}" + ("" if self.listing_finished else "  (still listing)"),
             f"rate {rate}  eta {eta}",
             "created " + _stamp(self.created_at) + "  started " + _stamp(self.started_at)

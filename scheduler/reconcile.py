@@ -127,6 +127,11 @@ class Reconciler:
 
 def requeue_now(sessions: sessionmaker[Session], settings: Settings, dispatch: Dispatch, scan_id: int) -> PassReport:
     """``scan resume``: every queued batch of the scan that the broker does not hold, without grace."""
-    no_broker = None if settings.broker_url else (lambda _settings: set())  # embedded: nothing is in flight
-    reconciler = Reconciler(sessions, settings, dispatch, grace=0, broker_view=no_broker)
+    reconciler = Reconciler(sessions, settings, dispatch, grace=0,
+                            broker_view=None if settings.broker_url else _nothing_in_flight)
     return reconciler.run_until_settled([scan_id])
+
+
+def _nothing_in_flight(_settings: Settings) -> set[tuple[int, int]]:
+    """Embedded mode: batches run in the scheduler's own process, none is ever in flight."""
+    return set()

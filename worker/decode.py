@@ -155,9 +155,10 @@ def to_srgb(image: Image.Image) -> Image.Image:
     if transform is None:
         return image
     try:
-        return ImageCms.applyTransform(image, transform)
+        converted = ImageCms.applyTransform(image, transform)
     except (ImageCms.PyCMSError, ValueError, OSError):
         return image
+    return converted if converted is not None else image
 
 
 @functools.lru_cache(maxsize=32)

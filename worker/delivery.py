@@ -20,8 +20,14 @@ import threading
 from typing import Any
 
 from fakescan.errors import UsageError
-from fakescan.queue import (DELIVERY_COUNT_SECONDS, LEASE_SECONDS, broker_persistence, delivery_key, lease_key,
-                            redis_client)
+from fakescan.queue import (
+    DELIVERY_COUNT_SECONDS,
+    LEASE_SECONDS,
+    broker_persistence,
+    delivery_key,
+    lease_key,
+    redis_client,
+)
 from fakescan.settings import Settings
 from worker import metrics
 

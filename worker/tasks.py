@@ -57,7 +57,7 @@ def scan_batch(self: Any, scan_id: int, object_ids: list[int], batch: int = 0) -
         if retries >= settings.batch_max_retries:
             _give_up(scan_id, batch, f"batch {batch} gave up after {attempt} attempts: {type(fault).__name__}: {fault}")
             raise
-        raise self.retry(exc=fault, countdown=retry_delay(retries, settings))
+        raise self.retry(exc=fault, countdown=retry_delay(retries, settings)) from fault
     except Exception as error:
         _give_up(scan_id, batch, f"batch {batch} crashed: {type(error).__name__}: {error}")
         raise

@@ -187,7 +187,7 @@ def measure(outcome: Outcome, database: str, scan_id: int, corrupt: set[str], wo
     per_object = Counter((object_id, detector) for object_id, detector, _, _ in rows)
     outcome.lost = len(keys) - len({object_id for object_id, _ in per_object})
     outcome.duplicate_rows = sum(count - 1 for count in per_object.values())
-    for object_id, _, status, error in rows:
+    for object_id, _, status, _error in rows:
         if status != "ok" and keys[object_id] in corrupt:
             outcome.bad_input_rows += 1
         elif status != "ok":
@@ -216,12 +216,14 @@ def report(objects: int, outcomes: list[Outcome]) -> None:
         print(f"  objects lost             {outcome.lost}")
         print(f"  duplicate result rows    {outcome.duplicate_rows}")
         print(f"  error rows from faults   {outcome.fault_error_rows}")
-        print(f"  bad-input error rows     {outcome.bad_input_rows} (of {outcome.expected_bad_input} corrupt objects)")
+        print(f"  bad-input error rows     {outcome.bad_input_rows} "
+              f"(of {outcome.expected_bad_input} corrupt objects)")
         print(f"  batches started > once   {outcome.batches_started_twice} of {outcome.batches} "
               f"(retry attempts after a fault {outcome.retried}, redeliveries {outcome.redelivered}, "
               f"reconciler re-enqueues {outcome.requeued})")
         print(f"  S3 faults injected       {dict(outcome.injected) or 'none'}")
-        print(f"  wall time                {outcome.wall_seconds:.1f}s ({outcome.wall_seconds / baseline:.2f}x fault-free)")
+        ratio = outcome.wall_seconds / baseline
+        print(f"  wall time                {outcome.wall_seconds:.1f}s ({ratio:.2f}x fault-free)")
 
 
 if __name__ == "__main__":
