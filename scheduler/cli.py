@@ -164,7 +164,8 @@ def _wait_and_report(sessions: Any, scan_id: int, dispatcher: "Dispatch", settin
         progress = settle(sessions, scan_id)
     else:
         reconciler = Reconciler(sessions, settings, dispatcher)
-        progress = wait_for_scan(sessions, scan_id, timeout=timeout, tick=lambda: reconciler.run_pass([scan_id]))
+        progress = wait_for_scan(sessions, scan_id, timeout=timeout,
+                                 tick=lambda: reconciler.run_pass_every(reconciler.poll_seconds, [scan_id]))
     _print_summary(sessions, scan_id, progress, settings)
     if progress.state not in ENDED_STATES:  # --wait-timeout ran out; the scan goes on
         print(f"fakescan: scan {scan_id} is still {progress.state} after --wait-timeout; "

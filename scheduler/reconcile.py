@@ -53,6 +53,13 @@ class Reconciler:
     grace: float | None = None  # seconds; None: FAKESCAN_RECONCILE_GRACE
     broker_view: Callable[[Settings], set[tuple[int, int]]] | None = None
     _missing_since: dict[tuple[int, int], float] = field(default_factory=dict)
+    _last_pass: float = float("-inf")
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often a waiting scan looks: a quarter of the grace period, between 2 s and 30 s."""
+        grace = self.settings.reconcile_grace if self.grace is None else self.grace
+        return max(CONFIRM_SECONDS, min(30.0, grace / 4))
 
     def run_pass(self, scan_ids: list[int] | None = None, *, now: float | None = None) -> PassReport:
         """One look: end scans that are complete, re-enqueue batches confirmed lost."""
@@ -73,6 +80,15 @@ class Reconciler:
                 self._requeue(*key, report)
                 self._missing_since.pop(key, None)
         return report
+
+    def run_pass_every(self, seconds: float, scan_ids: list[int] | None = None) -> PassReport | None:
+        """``run_pass`` at most once per ``seconds`` (a poll loop calls this every second; a look at
+        the broker reads every waiting message, too much to do each second for a long queue)."""
+        now = time.monotonic()
+        if now - self._last_pass < seconds:
+            return None
+        self._last_pass = now
+        return self.run_pass(scan_ids, now=now)
 
     def run_until_settled(self, scan_ids: list[int] | None = None) -> PassReport:
         """For one-shot callers (``nightly``): two looks ``CONFIRM_SECONDS`` apart."""
