@@ -22,8 +22,8 @@ def test_failed_items_become_error_and_a_given_up_batch_given_up(postgres_url, m
                 "INSERT INTO objects (id, uri, store, key, fingerprint, first_seen, updated_at) "
                 "SELECT n, 's3://b/' || n, 's3://b', '' || n, 'etag:' || n, now(), now() FROM generate_series(1, 6) n"))
             connection.execute(text(
-                "INSERT INTO scans (id, source, detectors, options, state, listed, enqueued, skipped, error, created_at) "
-                "VALUES (1, 's3://b', '[]', '{}', 'failed', 6, 6, 0, "
+                "INSERT INTO scans (id, source, detectors, options, state, listed, enqueued, skipped, error, "
+                "created_at) VALUES (1, 's3://b', '[]', '{}', 'failed', 6, 6, 0, "
                 "'batch 2 gave up after 9 attempts: InfrastructureFault: cannot reach object storage', now())"))
             for object_id, batch, state in [(1, 1, "done"), (2, 1, "failed"), (3, 2, "queued"), (4, 2, "queued"),
                                             (5, 3, "queued"), (6, 3, "done")]:
