@@ -168,15 +168,18 @@ def wait_for_scan(sessions: sessionmaker[Session], scan_id: int, poll_seconds: f
     per poll (the reconciler, which re-enqueues batches the broker lost)."""
     bar = ProgressBar(scan_id)
     deadline = None if timeout is None else time.monotonic() + timeout
+    last: ScanProgress | None = None
     try:
         while True:
             try:
                 if tick is not None:
                     tick()
-                progress = settle(sessions, scan_id)
+                progress = last = settle(sessions, scan_id)
             except TRANSIENT as fault:  # the database or broker restarting: the scan goes on, so do we
                 log.warning("cannot follow scan %d right now (%s: %s); retrying", scan_id, type(fault).__name__,
                             str(fault).strip().splitlines()[0] if str(fault).strip() else "")
+                if last is not None and deadline is not None and time.monotonic() >= deadline:
+                    return last
                 time.sleep(poll_seconds)
                 continue
             bar.show(progress.done + progress.errors + progress.given_up, progress.enqueued,
