@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.request
+import json
+import subprocess
+import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -10,25 +12,31 @@ from fakescan.settings import load_settings
 from tests.services import free_port
 from worker import metrics
 
+# in a fresh process: other tests of this session record batches into this process's registry
+FIRST_SCRAPE = """
+import json, sys, urllib.request
+from worker import metrics
+server = metrics.serve(int(sys.argv[1]), multiprocess=False)  # a solo/threads pool: this process's registry
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as response:
+    print(json.dumps({"address": server.server_address[0], "text": response.read().decode()}))
+server.shutdown()
+"""
+
 
 def test_endpoint_listens_on_localhost_and_lists_the_metrics_before_the_first_batch():
-    port = free_port()
-    server = metrics.serve(port, multiprocess=False)  # a solo/threads pool: this process's registry
-    try:
-        assert server.server_address[0] == "127.0.0.1"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    finally:
-        server.shutdown()
-        server.server_close()
+    done = subprocess.run([sys.executable, "-c", FIRST_SCRAPE, str(free_port())], capture_output=True, text=True,
+                          timeout=60, check=True)
+    first = json.loads(done.stdout)
+    assert first["address"] == "127.0.0.1"
+    families = list(text_string_to_metric_families(first["text"]))
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-               for family in text_string_to_metric_families(text) for sample in family.samples}
+               for family in families for sample in family.samples}
     assert samples[("fakescan_batch_seconds_count", ())] == 0
     assert samples[("fakescan_batch_objects_count", ())] == 0
     for stage in metrics.STAGES:
         assert samples[("fakescan_stage_seconds_count", (("stage", stage),))] == 0
-    families = {family.name for family in text_string_to_metric_families(text)}
-    assert {"fakescan_images_scanned", "fakescan_model_load_seconds"} <= families  # labelled: no series yet
+    names = {family.name for family in families}
+    assert {"fakescan_images_scanned", "fakescan_model_load_seconds"} <= names  # labelled: no series yet
 
 
 def test_the_worker_listens_where_fakescan_metrics_address_says(monkeypatch):
