@@ -15,6 +15,11 @@ extras="${FAKESCAN_EXTRAS-test}"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# the review page's browser tests drive Debian's chromium through its chromedriver (never a downloaded browser)
+if [[ ",$extras," == *",test,"* ]]; then
+    command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+fi
 if [ "${FAKESCAN_SKIP_APT:-0}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
     echo "install.sh: apt-get install ${need_apt[*]}" >&2
     sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "worker.training.cli",  # train, evaluate, calibrate, explain
     "fakescan.ops_cli",  # nightly, exporter, worker-ping
     "fakescan.verdicts_cli",  # verdicts compute/list/policy
+    "fakescan.api.cli",  # serve
 )
 
 EXIT_UNEXPECTED = 70

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     verdict_policy: Path | None = Field(None, description="JSON file overriding the combined-verdict policy")
     metrics_address: str = Field("127.0.0.1", description="where metrics endpoints listen; 0.0.0.0: all interfaces")
     metrics_port: int | None = None
+    # fakescan serve: "role:name:secret" entries (secret plain or "sha256:<hex>"), comma-separated
+    # in the variable or one per line in the file; none at all binds the service to 127.0.0.1 only
+    api_tokens: SecretStr | None = Field(None, description="API bearer tokens: role:name:secret[,...]")
+    api_tokens_file: Path | None = Field(None, description="file of API bearer tokens, one role:name:secret a line")
+    api_thumbnail_edge: int = Field(512, gt=0, description="largest thumbnail edge the API renders, in pixels")
     log_json: bool = False
     log_level: str = "INFO"
 

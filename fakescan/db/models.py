@@ -29,6 +29,7 @@ SCAN_STATES = ("queued", "running", "finished", "failed", "cancelled")
 ITEM_STATES = ("queued", "done", "error", "given-up")
 RESULT_STATUSES = ("ok", "error")
 VERDICTS = ("fake", "real", "uncertain")
+REVIEW_DECISIONS = ("confirmed-fake", "confirmed-real", "unsure")
 
 
 def utcnow() -> datetime:
@@ -121,6 +122,12 @@ class Verdict(Base):
     __table_args__ = (
         UniqueConstraint("object_id", "policy_version", name="uq_verdicts_identity"),
         Index("ix_verdicts_policy_verdict", "policy_version", "verdict"),
+        # keyset pages of the API's object listing (migration 0004): by score or time, with or
+        # without a verdict filter; object_id breaks ties so every row has one place in the order
+        Index("ix_verdicts_listing_score", "policy_version", "verdict", "score", "object_id"),
+        Index("ix_verdicts_listing_any_score", "policy_version", "score", "object_id"),
+        Index("ix_verdicts_listing_time", "policy_version", "verdict", "decided_at", "object_id"),
+        Index("ix_verdicts_listing_any_time", "policy_version", "decided_at", "object_id"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
@@ -130,3 +137,20 @@ class Verdict(Base):
     score: Mapped[float | None] = mapped_column(Float)
     explanation: Mapped[dict[str, Any]] = mapped_column(JsonType)  # the rule and evidence that decided
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Review(Base):
+    """A moderator's decision on an object; every decision is kept, the latest one counts."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        Index("ix_reviews_object", "object_id", "id"),
+        Index("ix_reviews_created", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"))
+    decision: Mapped[str] = mapped_column(String(16))  # confirmed-fake | confirmed-real | unsure
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -133,6 +133,8 @@ def test_compose_builds_the_cpu_image_and_runs_real_commands() -> None:
         assert not unknown_settings(service["environment"]), name
     assert services["migrate"]["command"] == ["db", "upgrade"]
     assert services["worker"]["command"][0] == "worker"
+    assert services["api"]["command"][0] == "serve"
+    assert "FAKESCAN_API_TOKENS" in services["api"]["environment"]
 
 
 def test_compose_runs_a_durable_broker_and_the_reconciler() -> None:

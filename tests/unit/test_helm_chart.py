@@ -299,3 +299,46 @@ def test_the_charts_own_redis_is_durable_and_becomes_the_broker() -> None:
     worker_env = env_of(containers(objects[("Deployment", "scan-fakescan-worker")])[0])
     assert worker_env["FAKESCAN_BROKER_URL"]["value"] == "redis://scan-fakescan-redis:6379/0"
     assert ("Service", "scan-fakescan-redis") in objects
+API = _merged(REQUIRED, {"api": {
+    "enabled": True, "replicas": 2, "tokens": {"existingSecret": "fakescan-api-tokens"},
+    "ingress": {"enabled": True, "className": "nginx", "host": "review.example.org", "tlsSecret": "review-tls"}}})
+
+
+def test_api_deployment_service_and_ingress_render_valid_and_take_tokens_from_a_secret() -> None:
+    objects = validated(API)
+    index = by_kind_and_name(objects)
+    api = index[("Deployment", "scan-fakescan-api")]
+    (container,) = containers(api)
+    assert container["image"] == "fakescan:0.1.0-cpu"  # the same image as the workers
+    assert container["args"] == ["serve", "--port", "8080"]
+    parses_as_fakescan(container["args"])
+    assert not unknown_settings(env_of(container))
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    tokens_file = env_of(container)["FAKESCAN_API_TOKENS_FILE"]["value"]
+    volume = next(v for v in pod_spec(api)["volumes"] if v["name"] == "api-tokens")
+    assert volume["secret"]["secretName"] == "fakescan-api-tokens"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "api-tokens")
+    assert tokens_file == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}" and mount["readOnly"]
+    assert api["spec"]["replicas"] == 2
+    service = index[("Service", "scan-fakescan-api")]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    ingress = index[("Ingress", "scan-fakescan-api")]
+    assert ingress["spec"]["rules"][0]["host"] == "review.example.org"
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "scan-fakescan-api"
+    assert not [obj for obj in objects if obj["kind"] == "Secret"]
+    assert ("Deployment", "scan-fakescan-api") not in by_kind_and_name(render_chart(REQUIRED))  # opt-in
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"api": {"enabled": True}}, "api.tokens.existingSecret is required"),
+    ({"api": {"enabled": True, "port": 0, "tokens": {"existingSecret": "t"}}}, "/api/port"),
+    ({"api": {"enabled": True, "tokens": {"existingSecret": "t"}, "ingress": {"enabled": True}}},
+     "api.ingress.host is required"),
+    ({"api": {"enabled": True, "token": "plain"}}, "token"),
+], ids=["no-tokens", "bad-port", "ingress-without-host", "misspelt-key"])
+def test_api_values_that_cannot_work_fail_at_render(override: dict[str, Any], message: str) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match=message):
+        render_chart(_merged(REQUIRED, override))

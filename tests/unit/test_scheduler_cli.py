@@ -66,9 +66,12 @@ def test_status_of_unknown_scan():
     assert_one_error_line(run_cli("status", "42"), UsageError.exit_code, "no scan with id 42")
 
 
-def test_scheduler_and_queries_do_not_import_torch():
+def test_scheduler_queries_and_api_do_not_import_torch():
     code = ("import sys, fakescan.cli, scheduler.cli, scheduler.scan, scheduler.progress, fakescan.query_cli, "
-            "fakescan.db.queries; fakescan.cli.build_parser(); "
+            "fakescan.db.queries, fakescan.api.app, fakescan.api.cli; fakescan.cli.build_parser(); "
+            "from fastapi.testclient import TestClient; from fakescan.settings import load_settings; "
+            "client = TestClient(fakescan.api.app.create_app(load_settings())); "
+            "assert client.get('/api/v1/objects').status_code == 200; assert client.get('/gallery').status_code == 200; "
             "heavy = sorted(m for m in ('torch', 'transformers', 'worker.detectors') if m in sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

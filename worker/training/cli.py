@@ -138,7 +138,10 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("calibrate",
                                    help="choose a detector's threshold and uncertain band on labelled data")
     parser.add_argument("detector", help="detector name or local folder (its fakescan.json is rewritten)")
-    parser.add_argument("data", help="folder, .zip, .csv or s3:// prefix with real/ and fake/ inside")
+    parser.add_argument("data", nargs="?", help="folder, .zip, .csv or s3:// prefix with real/ and fake/ inside")
+    parser.add_argument("--from-reviews", action="store_true",
+                        help="use reviewed objects (confirmed-fake / confirmed-real) as the labelled data")
+    parser.add_argument("--scan", type=int, metavar="SCAN_ID", help="with --from-reviews: only this scan's objects")
     goal = parser.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-fpr", type=float, help="highest false-positive rate allowed on real images")
     goal.add_argument("--objective", choices=["macro-f1"], help="maximise macro F1 instead")
@@ -153,13 +156,12 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
 
 def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from worker.training.calibrate import calibrate
-    from worker.training.data import open_labelled
 
     if args.target_fpr is not None and not 0 <= args.target_fpr < 1:
         raise UsageError("--target-fpr must be in [0, 1)")
     if not 0 <= args.uncertain_band < 1:
         raise UsageError("--uncertain-band must be in [0, 1)")
-    labelled = open_labelled(args.data, settings).limited(args.limit, args.seed)
+    labelled = _calibration_data(args, settings).limited(args.limit, args.seed)
     manifest = calibrate(args.detector, labelled, settings, args.target_fpr, args.objective, args.uncertain_band,
                          args.out, progress=args.progress)
     achieved = manifest["calibration"]["metrics"]
@@ -167,6 +169,17 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
                       "false_positive_rate": achieved["false_positive_rate"], "recall": achieved["recall"],
                       "accuracy": achieved["accuracy"]}))
     return 0
+
+
+def _calibration_data(args: argparse.Namespace, settings: Settings) -> Any:
+    from worker.training.data import open_labelled
+    from worker.training.reviewed import ReviewedSet
+
+    if args.from_reviews == bool(args.data):
+        raise UsageError("give either DATA or --from-reviews")
+    if args.scan is not None and not args.from_reviews:
+        raise UsageError("--scan only selects reviews: add --from-reviews")
+    return ReviewedSet(settings, args.scan) if args.from_reviews else open_labelled(args.data, settings)
 
 
 def _register_explain(subparsers: argparse._SubParsersAction) -> None:
