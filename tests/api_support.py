@@ -73,7 +73,8 @@ def scan_bucket(s3_url: str, database_url: str, home: Path) -> tuple[Settings, S
             patch.delenv(name)
         for name, value in environment.items():
             patch.setenv(name, value)
-        if main(["db", "upgrade"]) != 0 or main(["scan", f"s3://{bucket}/", "--detector", str(folder), "--batch-size", "8"]) != 0:
+        scan = ["scan", f"s3://{bucket}/", "--detector", str(folder), "--batch-size", "8"]
+        if main(["db", "upgrade"]) != 0 or main(scan) != 0:
             raise RuntimeError("the fixture scan failed")
         settings = load_settings()
     engine = make_engine(settings)

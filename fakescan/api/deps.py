@@ -39,10 +39,10 @@ def reviewer(who: Annotated[Principal, Depends(principal)]) -> Principal:
 
 
 def object_params(
-    scan: Annotated[int | None, Query(ge=1, description="objects this scan enqueued (its detector versions)")] = None,
-    verdict: Annotated[VerdictChoice | None, Query(description="combined verdict; none: nothing could judge it")] = None,
-    detector: Annotated[str | None, Query(min_length=1, max_length=128, description="has a result of this detector")] = None,
-    min_score: Annotated[float | None, Query(ge=0, le=1, description="the detector's score (with detector) else the combined score")] = None,
+    scan: Annotated[int | None, Query(ge=1, description="objects this scan enqueued")] = None,
+    verdict: Annotated[VerdictChoice | None, Query(description="combined verdict; none: nothing judged it")] = None,
+    detector: Annotated[str | None, Query(min_length=1, max_length=128, description="has a result of it")] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=1, description="detector's score, else combined")] = None,
     max_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     prefix: Annotated[str | None, Query(min_length=1, max_length=2048, description="key prefix or URI prefix")] = None,
     error_kind: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$",

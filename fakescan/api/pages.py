@@ -93,7 +93,8 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 
 @PAGES.post("/login")
-def login(request: Request, token: Annotated[str, Form(max_length=512)], next: Annotated[str, Form()] = "/") -> Response:
+def login(request: Request, token: Annotated[str, Form(max_length=512)],
+          next: Annotated[str, Form()] = "/") -> Response:
     if request.app.state.access.authenticate(token) is None:
         return TEMPLATES.TemplateResponse(request, "login.html", {"next": _local(next), "failed": True},
                                           status_code=401)

@@ -28,7 +28,8 @@ EXPORT_FIELDS = ("object_id", "uri", "verdict", "score", "decided_at", "review")
 
 @router.get("/scans", summary="scans, newest first, with counts and progress")
 def list_scans(session: SessionDep, limit: Limit = 50,
-               cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None) -> Any:
+               cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+               ) -> Any:
     return queries.scan_list(session, cursor, limit)
 
 
@@ -47,7 +48,8 @@ def list_objects(request: Request, params: FiltersDep, session: SessionDep, sort
 
 
 @router.get("/objects/export", summary="every matching object, streamed as CSV or JSONL")
-def export_objects(request: Request, params: FiltersDep, format: Literal["csv", "jsonl"] = "jsonl") -> StreamingResponse:
+def export_objects(request: Request, params: FiltersDep,
+                   format: Literal["csv", "jsonl"] = "jsonl") -> StreamingResponse:
     filters = params.to_filter(request.app.state.policy_version)
     if filters.scan_id is not None:  # an unknown scan is a 404 now, not a broken stream later
         with request.app.state.sessions() as session:

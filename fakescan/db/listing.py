@@ -159,7 +159,7 @@ def _ordered(statement: Select[Any], column: Any, descending: bool) -> Select[An
 
 
 def _record(row: Any) -> dict[str, Any]:
-    record = dict(zip(OBJECT_FIELDS, row))
+    record = dict(zip(OBJECT_FIELDS, row, strict=True))
     record["decided_at"] = scans.as_utc(record["decided_at"])
     return record
 

@@ -58,7 +58,7 @@ class ReviewQuery:
     latest_only: bool = False  # one row per object: its latest decision
 
 
-def reviews_statement(session: Session, query: ReviewQuery) -> Select[Any]:
+def reviews_statement(session: Session, query: ReviewQuery) -> Select[*tuple[Any, ...]]:
     statement = (select(Review.id, Review.object_id, StoredObject.uri, Review.decision, Review.note, Review.reviewer,
                         Review.created_at)
                  .join(StoredObject, StoredObject.id == Review.object_id))

@@ -124,7 +124,8 @@ def test_a_key_press_records_a_review_that_the_api_returns(served, browser):
     browser.get(f"{base}/objects/{target}")
     wait_for(browser, lambda d: d.execute_script("return document.getElementById('full-image').naturalWidth > 0"))
     browser.find_element("tag name", "body").send_keys("f")
-    wait_for(browser, lambda d: d.find_element("id", "review-status").get_attribute("data-recorded") == "confirmed-fake")
+    wait_for(browser, lambda d: d.find_element("id", "review-status").get_attribute("data-recorded")
+             == "confirmed-fake")
     reviews = api(base, f"/api/v1/reviews?object_id={target}")["items"]
     assert [(r["decision"], r["reviewer"]) for r in reviews] == [("confirmed-fake", "local")]
     assert api(base, f"/api/v1/objects/{target}")["review"] == "confirmed-fake"

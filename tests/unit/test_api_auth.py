@@ -17,8 +17,9 @@ def test_tokens_from_the_environment_and_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKESCAN_API_TOKENS_FILE", str(tokens))
     access = load_access(load_settings())
     assert not access.open
-    assert [(p.name, p.role) for p in map(access.authenticate, ("env-secret", "ops-secret", "rex-secret", "vic-secret"))] \
-        == [("env", "viewer"), ("ops", "reviewer"), ("rex", "reviewer"), ("vic", "viewer")]
+    found = map(access.authenticate, ("env-secret", "ops-secret", "rex-secret", "vic-secret"))
+    assert [(p.name, p.role) for p in found] == [("env", "viewer"), ("ops", "reviewer"), ("rex", "reviewer"),
+                                                  ("vic", "viewer")]
     assert access.authenticate(hash_token("rex-secret")) is None  # the stored digest is not a token
     assert access.authenticate("") is None and access.authenticate(None) is None
     assert access.authenticate("rex-secre") is None

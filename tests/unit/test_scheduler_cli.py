@@ -71,7 +71,8 @@ def test_scheduler_queries_and_api_do_not_import_torch():
             "fakescan.db.queries, fakescan.api.app, fakescan.api.cli; fakescan.cli.build_parser(); "
             "from fastapi.testclient import TestClient; from fakescan.settings import load_settings; "
             "client = TestClient(fakescan.api.app.create_app(load_settings())); "
-            "assert client.get('/api/v1/objects').status_code == 200; assert client.get('/gallery').status_code == 200; "
+            "assert client.get('/api/v1/objects').status_code == 200; "
+            "assert client.get('/gallery').status_code == 200; "
             "heavy = sorted(m for m in ('torch', 'transformers', 'worker.detectors') if m in sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
