@@ -13,7 +13,7 @@ LOOPBACK = "127.0.0.1"
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="HTTP API and review page over the results database")
     serve.add_argument("--host", default=None, help="address to bind (default 0.0.0.0 with tokens, else 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.set_defaults(handler=run_serve)
 
 
