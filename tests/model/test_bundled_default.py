@@ -11,9 +11,10 @@ from fakescan.catalog import resolve
 from fakescan.cli import main
 from fakescan.settings import load_settings
 from worker.detectors import load_detector
-from worker.training.data import decode_rgb
+from worker.decode import decode_image
 
 pytestmark = pytest.mark.model
+PIXELS = 64_000_000  # the default scan limit
 
 SAMPLES = Path(__file__).resolve().parents[2] / "fakescan" / "samples" / "cifake"
 
@@ -35,7 +36,7 @@ def test_default_version_names_its_weights():
 def test_default_scores_sample_fakes_above_sample_reals():
     settings = load_settings()
     detector = load_detector(resolve("default", settings), settings)
-    scores = {label: detector.scores([decode_rgb(p.read_bytes()) for p in sorted((SAMPLES / label).glob("*.jpg"))])
+    scores = {label: detector.scores([decode_image(p.read_bytes(), PIXELS) for p in sorted((SAMPLES / label).glob("*.jpg"))])
               for label in ("real", "fake")}
     assert len(scores["real"]) == len(scores["fake"]) == 12
     assert sum(scores["fake"]) / 12 > sum(scores["real"]) / 12

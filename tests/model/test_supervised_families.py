@@ -17,10 +17,11 @@ from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
 from worker.detectors import load_detector
 from worker.training.config import TrainConfig
-from worker.training.data import decode_rgb
+from worker.decode import decode_image
 from worker.training.trainer import train
 
 pytestmark = pytest.mark.model
+PIXELS = 64_000_000  # the default scan limit
 
 # small inputs keep the CPU test fast; the backbones keep their architecture
 FAMILIES = {
@@ -40,7 +41,7 @@ def test_family_trains_saves_and_loads(family, tiny_set, tmp_path):
     settings = load_settings()
     config = TrainConfig(epochs=1, batch_size=8, val_fraction=0.0, options=FAMILIES[family], threads=2)
     trained = train(family, str(tiny_set), tmp_path / "detector", config, settings, progress=False)
-    images = [decode_rgb(p.read_bytes()) for p in sorted(tiny_set.rglob("*.png"))[::4]]
+    images = [decode_image(p.read_bytes(), PIXELS) for p in sorted(tiny_set.rglob("*.png"))[::4]]
 
     loaded = load_detector(resolve(str(tmp_path / "detector"), settings), settings)
 
@@ -69,7 +70,7 @@ def test_flip_average_scores_the_mean_of_both_mirrors(tiny_set, tmp_path):
     one = train("compact-cnn", str(tiny_set), tmp_path / "plain", plain, settings, progress=False)
     two = train("compact-cnn", str(tiny_set), tmp_path / "flipped", flipped, settings, progress=False)
     assert two.version == one.version + "-flip"  # the same weights, other scores
-    images = [decode_rgb(p.read_bytes()) for p in sorted(tiny_set.rglob("*.png"))[::4]]
+    images = [decode_image(p.read_bytes(), PIXELS) for p in sorted(tiny_set.rglob("*.png"))[::4]]
     mirrored = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in images]
     expected = [(a + b) / 2 for a, b in zip(one.scores(images), one.scores(mirrored), strict=True)]
     loaded = load_detector(resolve(str(tmp_path / "flipped"), settings), settings)

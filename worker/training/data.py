@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import random
 import zipfile
 from abc import ABC, abstractmethod
@@ -51,10 +50,18 @@ def _is_image(key: str) -> bool:
 
 
 class LabelledSet(ABC):
-    """Sorted labelled items and a way to read their bytes."""
+    """Sorted labelled items, a way to read their bytes, and the scan's decoder for them."""
 
     source: str
     items: list[LabelledItem]
+    max_pixels: int = Settings.model_fields["max_image_pixels"].default  # open_labelled sets the configured limit
+
+    def decode(self, data: bytes) -> Image.Image:
+        """The pixels a scan would score: ``worker.decode.decode_image`` (EXIF orientation, alpha on
+        white, 16-bit rescale, pixel limit). Raises ``DecodeError`` for bad input, nothing else."""
+        from worker.decode import decode_image
+
+        return decode_image(data, self.max_pixels)
 
     @abstractmethod
     def read(self, item: LabelledItem) -> bytes:
@@ -108,6 +115,7 @@ class LabelledSet(ABC):
 class _Subset(LabelledSet):
     def __init__(self, parent: LabelledSet, items: list[LabelledItem]) -> None:
         self.parent, self.source, self.items = parent, parent.source, items
+        self.max_pixels = parent.max_pixels
 
     def read(self, item: LabelledItem) -> bytes:
         return self.parent.read(item)
@@ -204,7 +212,13 @@ class CsvSet(LabelledSet):
 
 
 def open_labelled(source: str, settings: Settings) -> LabelledSet:
-    """A labelled set from a folder, a zip, an ``s3://`` prefix or a CSV file."""
+    """A labelled set from a folder, a zip, an ``s3://`` prefix or a CSV file, decoding as a scan does."""
+    labelled = _open_labelled(source, settings)
+    labelled.max_pixels = settings.max_image_pixels
+    return labelled
+
+
+def _open_labelled(source: str, settings: Settings) -> LabelledSet:
     if source.startswith("s3://"):
         return StoreSet(source, settings)
     path = Path(source).expanduser()
@@ -215,10 +229,3 @@ def open_labelled(source: str, settings: Settings) -> LabelledSet:
     if path.is_file() and path.suffix.lower() == ".csv":
         return CsvSet(path, settings)
     raise DataError(f"cannot read labelled data from {source!r}: give a folder, a .zip, a .csv or an s3:// prefix")
-
-
-def decode_rgb(data: bytes) -> Image.Image:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from fakescan.catalog import resolve
 from fakescan.settings import Settings
 from worker.detectors import Detector, load_detector
-from worker.training.data import LabelledSet, decode_rgb
+from worker.decode import DecodeError
+from worker.training.data import LabelledSet
 from worker.training.metrics import classification_metrics
 from worker.training.perturb import Perturbation
 
@@ -58,9 +59,9 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
             images, labels = [], []
             for item, data in zip(chunk, labelled.read_many(chunk), strict=True):
                 try:
-                    images.append(decode_rgb(data))
+                    images.append(labelled.decode(data))
                     labels.append(item.label)
-                except Exception:  # an undecodable file is counted, not fatal
+                except DecodeError:  # bad input is counted, not fatal; anything else is a bug
                     for scored in results.values():
                         scored.errors += 1
             for name, perturbation in conditions.items():

@@ -8,7 +8,7 @@ from typing import Any
 from fakescan.errors import DataError, UsageError
 from fakescan.settings import Settings
 from fakescan.storage import open_store, parse_s3_uri
-from worker.training.data import decode_rgb
+from worker.decode import DecodeError, decode_image
 from worker.training.evaluate import open_detector
 
 
@@ -25,8 +25,8 @@ def read_image_bytes(location: str, settings: Settings) -> bytes:
 def explain(spec: str, location: str, out: Path, settings: Settings) -> dict[str, Any]:
     detector = open_detector(spec, settings)
     try:
-        image = decode_rgb(read_image_bytes(location, settings))
-    except (OSError, ValueError) as error:
+        image = decode_image(read_image_bytes(location, settings), settings.max_image_pixels)
+    except DecodeError as error:
         raise DataError(f"cannot decode {location}: {error}") from None
     overlays = detector.explain(image)
     if not overlays:

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from fakescan.errors import DataError
 from worker.detectors.base import Preprocessing
 from worker.detectors.torch_classifier import resized_array
-from worker.training.data import LabelledItem, LabelledSet, decode_rgb
+from worker.decode import DecodeError
+from worker.training.data import LabelledItem, LabelledSet
 
 log = logging.getLogger(__name__)
 CACHE_BUDGET = 4 << 30  # bytes of decoded pixels held in memory
@@ -42,7 +43,7 @@ class ImageBank:
         if self.pixels is not None:
             return self.pixels[indices]
         chosen = [self.items[i] for i in indices.tolist()]
-        return torch.from_numpy(np.stack([_decode(data, self.preprocessing)
+        return torch.from_numpy(np.stack([_decode(self.labelled, data, self.preprocessing)
                                           for data in self.labelled.read_many(chosen)]))
 
     def subset(self, indices: torch.Tensor) -> "ImageBank":
@@ -51,8 +52,8 @@ class ImageBank:
                          self.labels[indices], pixels, self.skipped)
 
 
-def _decode(data: bytes, preprocessing: Preprocessing) -> np.ndarray:
-    return resized_array(decode_rgb(data), preprocessing)
+def _decode(labelled: LabelledSet, data: bytes, preprocessing: Preprocessing) -> np.ndarray:
+    return resized_array(labelled.decode(data), preprocessing)
 
 
 def load_bank(labelled: LabelledSet, preprocessing: Preprocessing, progress: bool = True) -> ImageBank:
@@ -68,10 +69,10 @@ def load_bank(labelled: LabelledSet, preprocessing: Preprocessing, progress: boo
         for item, data in tqdm(zip(labelled.items, stream, strict=True), total=len(labelled.items), desc="decoding",
                                unit="img", disable=not progress, mininterval=2):
             try:
-                arrays.append(_decode(data, preprocessing))
+                arrays.append(_decode(labelled, data, preprocessing))
                 items.append(item)
-            except Exception as error:  # PIL raises many kinds for bad files; each one is skipped and counted
-                skipped.append(f"{item.key}: {type(error).__name__}: {error}")
+            except DecodeError as error:  # bad input is skipped and counted; anything else is a bug
+                skipped.append(f"{item.key}: {error}")
     if skipped:
         log.warning("skipped %d undecodable images, e.g. %s", len(skipped), skipped[0])
     if not items:
