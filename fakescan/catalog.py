@@ -85,6 +85,8 @@ for _info in (
                "MobileNetV2 backbone, pooled dense head, sigmoid, 224x224"),
     FamilyInfo("efficientnet-attention", "worker.detectors.efficientnet_attention",
                "EfficientNet backbone with a spatial-attention branch, 128x128; attention map as explanation"),
+    FamilyInfo("photo-crops", "worker.detectors.photo_crops",
+               "EfficientNet-Lite statistics of native-resolution crops, linear head; crop scores as explanation"),
     FamilyInfo("compact-cnn", "worker.detectors.compact_cnn",
                "three Conv+BN+MaxPool blocks, global pooling, softmax; Grad-CAM explanations"),
     FamilyInfo("one-class-ensemble", "worker.detectors.ensemble",

@@ -43,6 +43,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                              "checkpoint; local or s3://")
     parser.add_argument("--limit", type=int, help="train on at most this many images, balanced (pilots)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--groups", metavar="CSV:COLUMN",
+                        help="photo-crops: calibrate on whole groups held out (e.g. manifest.csv:source_repo)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(handler=run_train)
 
@@ -74,7 +76,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         label_smoothing=args.label_smoothing, seed=args.seed, val_fraction=args.val_fraction, augment=args.augment,
         class_weights=args.class_weights, options=parse_options(args.option),
         backbone_weights=args.backbone_weights, limit=args.limit, device=settings.resolved_device(),
-        precision=settings.precision, threads=args.threads,
+        precision=settings.precision, threads=args.threads, groups=args.groups,
     )
     command = shlex.join(["fakescan", *sys.argv[1:]]) if Path(sys.argv[0]).name == "fakescan" else ""
     manifest = train(args.family, args.data, args.out, config, settings, command=command, name=args.name,
@@ -92,6 +94,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, a TSV report and PNG plots")
     parser.add_argument("--perturb", metavar="LIST", help="also measure under e.g. jpeg:75,resize:0.5,blur:1")
+    parser.add_argument("--groups", metavar="CSV:COLUMN",
+                        help="recall, false positives and AUC per group, e.g. manifest.csv:generator")
     parser.add_argument("--limit", type=int, help="evaluate at most this many images, balanced, drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -99,15 +103,17 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.training.data import open_labelled
+    from worker.training.data import item_groups, open_labelled
     from worker.training.evaluate import evaluation, open_detector, score_set
     from worker.training.perturb import parse_perturbations
 
     perturbations = parse_perturbations(args.perturb)
     detector = open_detector(args.detector, settings)
     labelled = open_labelled(args.data, settings).limited(args.limit, args.seed)
+    group_of = dict(zip((item.key for item in labelled.items), item_groups(args.groups, labelled.items))) \
+        if args.groups else None
     results = score_set(detector, labelled, perturbations, progress=args.progress)
-    summary = evaluation(detector, labelled, results)
+    summary = evaluation(detector, labelled, results, group_of)
     if args.report:
         from worker.training.report import write_report
 
@@ -132,6 +138,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         values = [m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ece")]
         print(f"{name:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}}"
                                       for v, w in zip(values, (9, 10, 8, 8, 9, 8, 8), strict=True)))
+    if "groups" in summary:
+        width = max(len(name) for name in summary["groups"]) + 2
+        print(f"{'group':<{width}}{'fake':>6}{'real':>6}{'recall':>8}{'fpr':>8}{'roc_auc':>9}")
+        for name, g in summary["groups"].items():
+            values = "".join(f"{'-' if g[k] is None else f'{g[k]:.4f}':>{w}}"
+                             for k, w in (("recall", 8), ("false_positive_rate", 8), ("roc_auc", 9)))
+            print(f"{name:<{width}}{g['n_fake']:>6}{g['n_real']:>6}{values}")
 
 
 def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:

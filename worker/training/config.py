@@ -34,6 +34,7 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "fp32"
     threads: int | None = None
+    groups: str | None = None  # CSV:COLUMN naming each image's group (e.g. its source) for held-out calibration
 
 
 @dataclass(frozen=True)

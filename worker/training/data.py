@@ -229,3 +229,24 @@ def _open_labelled(source: str, settings: Settings) -> LabelledSet:
     if path.is_file() and path.suffix.lower() == ".csv":
         return CsvSet(path, settings)
     raise DataError(f"cannot read labelled data from {source!r}: give a folder, a .zip, a .csv or an s3:// prefix")
+
+
+def item_groups(spec: str, items: Sequence[LabelledItem]) -> list[str]:
+    """Each item's value of a manifest column, from ``CSV:COLUMN`` (e.g. ``manifest.csv:generator``).
+
+    A CSV row belongs to an item when its ``id`` is the item's file stem, or its ``path`` the
+    item's key; items without a row are grouped as ``"(none)"``."""
+    location, sep, column = spec.rpartition(":")
+    if not sep or not location or not column:
+        raise DataError(f"expected CSV:COLUMN (e.g. manifest.csv:generator), got {spec!r}")
+    path = Path(location).expanduser()
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    if rows and column not in rows[0]:
+        raise DataError(f"{path} has no column {column!r}; columns: {', '.join(rows[0])}")
+    by_id = {row["id"]: row[column] for row in rows if row.get("id")}
+    by_path = {row["path"]: row[column] for row in rows if row.get("path")}
+    return [by_path.get(item.key) or by_id.get(Path(item.key).stem) or "(none)" for item in items]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from fakescan.catalog import resolve
@@ -35,6 +36,7 @@ class Scored:
 
     labels: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the item of each label and score
     abstained: int = 0
     errors: int = 0
 
@@ -56,23 +58,24 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
     with tqdm(total=len(items), desc="scoring", unit="img", disable=not progress, mininterval=5) as bar:
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
-            images, labels = [], []
+            images, labels, keys = [], [], []
             for item, data in zip(chunk, labelled.read_many(chunk), strict=True):
                 try:
                     images.append(labelled.decode(data))
                     labels.append(item.label)
+                    keys.append(item.key)
                 except DecodeError:  # bad input is counted, not fatal; anything else is a bug
                     for scored in results.values():
                         scored.errors += 1
             for name, perturbation in conditions.items():
                 shown = images if perturbation is None else [perturbation.apply(image) for image in images]
-                _add(results[name], labels, detector.predict(shown) if shown else [])
+                _add(results[name], labels, keys, detector.predict(shown) if shown else [])
             bar.update(len(chunk))
     return results
 
 
-def _add(scored: Scored, labels: list[int], predictions: Sequence[Any]) -> None:
-    for label, prediction in zip(labels, predictions, strict=True):
+def _add(scored: Scored, labels: list[int], keys: list[str], predictions: Sequence[Any]) -> None:
+    for label, key, prediction in zip(labels, keys, predictions, strict=True):
         if prediction.error is not None:
             scored.errors += 1
         elif prediction.score is None:
@@ -80,6 +83,7 @@ def _add(scored: Scored, labels: list[int], predictions: Sequence[Any]) -> None:
         else:
             scored.labels.append(label)
             scored.scores.append(float(prediction.score))
+            scored.keys.append(key)
 
 
 def condition_metrics(detector: Detector, scored: Scored) -> dict[str, Any]:
@@ -95,12 +99,41 @@ def condition_metrics(detector: Detector, scored: Scored) -> dict[str, Any]:
             "coverage": len(scored.scores) / judged if judged else None}
 
 
-def evaluation(detector: Detector, labelled: LabelledSet, results: dict[str, Scored]) -> dict[str, Any]:
-    """One JSON object: clean metrics at the top level, each perturbation under ``perturbations``."""
+def group_metrics(detector: Detector, scored: Scored, group_of: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per group (a manifest column such as generator or source): recall on its fakes and false
+    positives on its reals at the detector's threshold, and the ROC AUC of the group against the
+    rest of the other class (its fakes against every real, its reals against every fake; within
+    the group when it holds both classes)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = np.array(scored.labels), np.array(scored.scores)
+    groups = np.array([group_of.get(key, "(none)") for key in scored.keys])
+    threshold = detector.thresholds.high if detector.thresholds.high is not None else detector.thresholds.threshold
+    found = {}
+    for group in sorted(set(groups.tolist())):
+        mine = groups == group
+        fakes, reals = scores[mine & (labels == 1)], scores[mine & (labels == 0)]
+        if len(fakes) and len(reals):
+            versus = mine
+        else:
+            versus = mine | (labels == (0 if len(fakes) else 1))
+        auc = float(roc_auc_score(labels[versus], scores[versus])) if len(set(labels[versus].tolist())) == 2 else None
+        found[group] = {"n_fake": int(len(fakes)), "n_real": int(len(reals)), "roc_auc": auc,
+                        "recall": float((fakes >= threshold).mean()) if len(fakes) else None,
+                        "false_positive_rate": float((reals >= threshold).mean()) if len(reals) else None}
+    return found
+
+
+def evaluation(detector: Detector, labelled: LabelledSet, results: dict[str, Scored],
+               group_of: dict[str, str] | None = None) -> dict[str, Any]:
+    """One JSON object: clean metrics at the top level, each perturbation under ``perturbations``,
+    per-group figures under ``groups`` when a group column was given."""
     summary = {"detector": detector.name, "family": detector.family, "version": detector.version,
                "data": labelled.source, "data_fingerprint": labelled.fingerprint(),
                **condition_metrics(detector, results[CLEAN])}
     perturbed = {name: condition_metrics(detector, scored) for name, scored in results.items() if name != CLEAN}
     if perturbed:
         summary["perturbations"] = perturbed
+    if group_of is not None:
+        summary["groups"] = group_metrics(detector, results[CLEAN], group_of)
     return summary

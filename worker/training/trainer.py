@@ -8,6 +8,7 @@ folder is rewritten (weights, then manifest), so a run stopped late still leaves
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import tempfile
@@ -39,6 +40,8 @@ from worker.training.images import ImageBank, load_bank, validation_mask
 from worker.training.metrics import classification_metrics, threshold_for_macro_f1
 
 log = logging.getLogger(__name__)
+# families whose training is a recipe of its own (module:function), not the epoch loop below
+RECIPES = {"photo-crops": "worker.training.photo_crops:train_photo_crops"}
 
 
 @dataclass
@@ -69,7 +72,8 @@ def trainable_class(family: str) -> type[Detector]:
 
 
 def _is_trainable(cls: type[Detector] | None) -> bool:
-    return cls is not None and (issubclass(cls, TorchClassifier) or callable(getattr(cls, "fine_tune", None)))
+    return cls is not None and (cls.family in RECIPES or issubclass(cls, TorchClassifier)
+                                or callable(getattr(cls, "fine_tune", None)))
 
 
 def _class_or_none(family: str) -> type[Detector] | None:
@@ -85,6 +89,11 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
           command: str = "", name: str | None = None, progress: bool = True) -> Detector:
     """Train, validate, choose the threshold and write the detector folder; returns the trained detector."""
     cls = trainable_class(family)
+    if family in RECIPES:
+        module_name, _, function = RECIPES[family].partition(":")
+        recipe = getattr(importlib.import_module(module_name), function)
+        manifest = recipe(data, out, config, settings, command=command, name=name, progress=progress)
+        return cls.load(out, manifest, config.device, config.precision)
     if not issubclass(cls, TorchClassifier):  # a family with its own schedule (siglip2's staged fine-tuning)
         # not on Detector: trainable_class checked that this family defines fine_tune
         manifest = cls.fine_tune(  # type: ignore[attr-defined]

@@ -1,0 +1,195 @@
+"""Photo-scale detector: frozen EfficientNet-Lite statistics of native-resolution crops, a linear head.
+
+A photo is never squeezed to a thumbnail. Up to ``grid``² squares of ``crop_size`` pixels are cut
+at the image's own pixel scale on an even grid (an image smaller than a crop is judged whole, as
+it is); each goes through an ImageNet EfficientNet-Lite (timm's architecture, weights shipped in
+the detector folder); every stage's output is summarised by its per-channel mean and standard
+deviation (early stages carry a generator's pixel statistics, late ones the content); a
+standardised linear head gives each crop a logit, and the image's score is the sigmoid of the
+mean crop logit. The crop scores are the explanation overlay: which part of the photo looked made.
+
+The head is fitted by :mod:`worker.training.photo_crops` (a logistic probe, as UnivFD does on
+foundation features); nothing here trains.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fakescan.errors import DetectorError
+from worker.detectors import register_family
+from worker.detectors.base import Prediction, Preprocessing
+from worker.detectors.torch_classifier import TorchClassifier, normalise
+
+ARCHITECTURES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # the Lite models were trained on pixels scaled to [-1, 1]
+
+
+def crop_boxes(width: int, height: int, size: int, grid: int) -> list[tuple[int, int, int, int]]:
+    """``grid`` x ``grid`` squares of ``size`` (or the short side, when smaller) spread evenly over
+    the image, corners included; duplicates dropped. Offsets are multiples of 8 where possible, so
+    crops of a JPEG stay on its 8x8 block grid."""
+    side = min(size, width, height)
+    boxes: list[tuple[int, int, int, int]] = []
+    for top in _offsets(height - side, grid):
+        for left in _offsets(width - side, grid):
+            box = (left, top, left + side, top + side)
+            if box not in boxes:
+                boxes.append(box)
+    return boxes
+
+
+def _offsets(slack: int, grid: int) -> list[int]:
+    if grid == 1:
+        return [slack // 2 // 8 * 8]
+    return [round(slack * index / (grid - 1)) // 8 * 8 if index < grid - 1 else slack for index in range(grid)]
+
+
+def image_crops(image: Image.Image, size: int, grid: int) -> tuple[list[np.ndarray], list[tuple[int, int, int, int]]]:
+    """The crops of an RGB image as uint8 (side, side, 3) arrays, with their boxes."""
+    boxes = crop_boxes(image.width, image.height, size, grid)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return [pixels[top:bottom, left:right] for left, top, right, bottom in boxes], boxes
+
+
+class StageStatistics(nn.Module):
+    """EfficientNet-Lite stages → per-channel mean and standard deviation of the chosen stages.
+
+    Stage indices: 0-6 are the seven block stages, 7 the 1x1 head convolution."""
+
+    def __init__(self, architecture: str, stages: Sequence[int]) -> None:
+        import timm
+
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise DetectorError(f"unknown backbone {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0)
+        self.stages = sorted(int(stage) for stage in stages)
+        if not self.stages or self.stages[0] < 0 or self.stages[-1] > len(self.backbone.blocks):
+            raise DetectorError(f"stages must be in 0..{len(self.backbone.blocks)}, got {list(stages)}")
+
+    def widths(self) -> list[int]:
+        widths = [stage[-1].conv_pwl.out_channels if hasattr(stage[-1], "conv_pwl") else stage[-1].conv_pw.out_channels
+                  for stage in self.backbone.blocks] + [self.backbone.num_features]
+        return [widths[stage] for stage in self.stages]
+
+    def dimension(self) -> int:
+        return 2 * sum(self.widths())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        backbone = self.backbone
+        x = backbone.bn1(backbone.conv_stem(x))
+        outputs = []
+        for index, stage in enumerate(backbone.blocks):
+            if index > self.stages[-1]:
+                break
+            x = stage(x)
+            outputs.append(x)
+        if self.stages[-1] == len(backbone.blocks):
+            outputs.append(backbone.bn2(backbone.conv_head(x)))
+        summary = []
+        for stage in self.stages:
+            flat = outputs[stage].flatten(2)
+            summary += [flat.mean(dim=2), flat.std(dim=2, unbiased=False)]
+        return torch.cat(summary, dim=1)
+
+
+class PhotoCropsNet(nn.Module):
+    """Crop batch → one logit per crop (N, 1): standardised stage statistics into a linear head."""
+
+    def __init__(self, architecture: str, stages: Sequence[int]) -> None:
+        super().__init__()
+        self.features = StageStatistics(architecture, stages)
+        dimension = self.features.dimension()
+        self.register_buffer("feature_mean", torch.zeros(dimension))
+        self.register_buffer("feature_scale", torch.ones(dimension))
+        self.head = nn.Linear(dimension, 1)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head((features - self.feature_mean) / self.feature_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+
+@register_family("photo-crops")
+class PhotoCropsDetector(TorchClassifier):
+    predict_batch_size = 16  # crops per forward pass
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        return {"architecture": "tf_efficientnet_lite0", "stages": [1, 2, 3, 4, 5, 6, 7], "crop_size": 224,
+                "grid": 2}
+
+    @classmethod
+    def build_module(cls, options: dict[str, Any]) -> nn.Module:
+        return PhotoCropsNet(str(options["architecture"]), [int(s) for s in options["stages"]])
+
+    @classmethod
+    def preprocessing_for(cls, options: dict[str, Any]) -> Preprocessing:
+        size = int(options["crop_size"])
+        return Preprocessing((size, size), LITE_MEAN, LITE_STD, "none")
+
+    def crop_logits(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Per image, the logit of each of its crops (in ``crop_boxes`` order)."""
+        size, grid = int(self.options["crop_size"]), int(self.options["grid"])
+        crops, owners = [], []
+        for index, image in enumerate(images):
+            pieces, _boxes = image_crops(image, size, grid)
+            crops += pieces
+            owners += [index] * len(pieces)
+        logits = np.zeros(len(crops), dtype=np.float32)
+        for batch in same_size_batches([crop.shape[:2] for crop in crops], self.predict_batch_size):
+            logits[batch] = self._logits([crops[i] for i in batch])
+        owners_array = np.array(owners)
+        return [logits[owners_array == index] for index in range(len(images))]
+
+    @torch.inference_mode()
+    def _logits(self, arrays: list[np.ndarray]) -> np.ndarray:
+        batch = normalise(torch.from_numpy(np.stack(arrays)).to(self.device), self.preprocessing)
+        with self._autocast():
+            return self.module(batch)[:, 0].float().cpu().numpy()
+
+    def scores(self, images: Sequence[Image.Image]) -> list[float]:
+        return [_sigmoid(float(np.mean(logits))) for logits in self.crop_logits(images)]
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        found = []
+        for logits in self.crop_logits(images):
+            parts = {f"crop{index}": _sigmoid(float(logit)) for index, logit in enumerate(logits)}
+            found.append(Prediction(_sigmoid(float(np.mean(logits))), parts=parts))
+        return found
+
+    def explain(self, image: Image.Image) -> dict[str, Image.Image]:
+        """Each crop's P(fake) painted over its square (overlaps averaged), blended on the photo."""
+        from worker.detectors.overlays import heatmap_overlay
+
+        _pieces, boxes = image_crops(image, int(self.options["crop_size"]), int(self.options["grid"]))
+        logits = self.crop_logits([image])[0]
+        total = np.zeros((image.height, image.width), dtype=np.float32)
+        count = np.zeros_like(total)
+        for (left, top, right, bottom), logit in zip(boxes, logits):
+            total[top:bottom, left:right] += _sigmoid(float(logit))
+            count[top:bottom, left:right] += 1
+        heat = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        return {"crop-scores": heatmap_overlay(image, heat)}
+
+
+def same_size_batches(sizes: list[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of equal crop size (an image smaller than a crop gives a
+    smaller square), each group in its original order."""
+    batches: list[list[int]] = []
+    for size in sorted(set(sizes)):
+        members = [index for index, item_size in enumerate(sizes) if item_size == size]
+        batches += [members[start:start + batch_size] for start in range(0, len(members), batch_size)]
+    return batches
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
