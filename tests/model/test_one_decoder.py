@@ -88,8 +88,8 @@ def test_calibrate_scores_what_the_scan_stores(detector_and_data, tmp_path, caps
     settings = load_settings()
     detector = load_detector(resolve(str(calibrated), settings), settings)
     labelled = open_labelled(str(data), settings)
-    calibration_scores = dict(zip((item.key for item in labelled.items), score_set(detector, labelled,
-                                                                                    progress=False)["clean"].scores))
+    scored = score_set(detector, labelled, progress=False)["clean"]
+    calibration_scores = dict(zip(scored.keys, scored.scores, strict=True))
     assert len(calibration_scores) == 24
 
     assert main(["scan", str(data), "--detector", str(calibrated), "--batch-size", "8"]) == 0
@@ -121,5 +121,5 @@ def test_a_bare_convert_would_score_other_pixels(detector_and_data):
         scanned = [labelled.decode(path.read_bytes()) for path in paths]
         bare = [Image.open(path).convert("RGB") for path in paths]
         assert any(np.asarray(a).shape != np.asarray(b).shape or not np.array_equal(np.asarray(a), np.asarray(b))
-                   for a, b in zip(scanned, bare)), make.__name__
+                   for a, b in zip(scanned, bare, strict=True)), make.__name__
         assert detector.scores(scanned) != pytest.approx(detector.scores(bare), abs=1e-7), make.__name__

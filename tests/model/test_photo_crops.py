@@ -98,7 +98,8 @@ def test_trains_calibrates_by_group_and_loads(trained, capsys):
     assert thresholds["low"] <= thresholds["threshold"] == thresholds["high"]
     training = manifest["training"]
     assert set(training["held_out_by_group"]) == {"real-0", "real-1", "fake-0", "fake-1"}
-    assert training["train_images"] == 16 and training["train_crops"] == 16 * (1 + 1)  # centre crop + one augmented view
+    # the clean centre crop and one augmented view per image
+    assert training["train_images"] == 16 and training["train_crops"] == 16 * (1 + 1)
     for group in ("real-0", "real-1"):  # the threshold flags at most 2% (here: none) of each held-out source
         assert training["held_out_by_group"][group]["false_positive_rate"] == 0.0
     assert (folder / "model.safetensors").stat().st_size < 30 << 20
@@ -132,7 +133,27 @@ def test_evaluate_reports_per_group(trained, capsys):
     assert main(["evaluate", str(folder), str(data), "--json", "--no-progress", "--groups",
                  f"{folder.parent / 'manifest.csv'}:source"]) == 0
     result = json.loads(capsys.readouterr().out)
-    groups = result["groups"]
+    groups = result["groups"]["source"]
     assert set(groups) == {"real-0", "real-1", "fake-0", "fake-1"}
     assert groups["fake-0"]["n_fake"] == 4 and groups["fake-0"]["recall"] is not None
     assert groups["real-1"]["false_positive_rate"] is not None and groups["real-1"]["recall"] is None
+
+
+def test_calibrated_scores_put_the_held_out_band_on_the_policys_scale():
+    from fakescan.verdicts import VerdictPolicy
+    from worker.detectors.photo_crops import calibrated_score
+
+    policy = VerdictPolicy()
+    assert calibrated_score(0.2, 0.2, 0.9) == pytest.approx(policy.low)
+    assert calibrated_score(0.9, 0.2, 0.9) == pytest.approx(policy.high)
+    grid = np.linspace(0, 1, 101)
+    mapped = [calibrated_score(p, 0.2, 0.9) for p in grid]
+    assert mapped[0] == 0.0 and mapped[-1] == pytest.approx(1.0) and all(np.diff(mapped) > 0)
+
+
+def test_manifest_thresholds_are_the_policy_band(trained):
+    folder, _data = trained
+    manifest = read_manifest(folder)
+    assert manifest["thresholds"] == {"threshold": 0.65, "low": 0.35, "high": 0.65}
+    low, high = manifest["training"]["raw_band"]
+    assert 0 < low < high < 1

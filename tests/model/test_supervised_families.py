@@ -15,9 +15,9 @@ from fakescan.cli import main
 from fakescan.errors import DetectorError
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
+from worker.decode import decode_image
 from worker.detectors import load_detector
 from worker.training.config import TrainConfig
-from worker.decode import decode_image
 from worker.training.trainer import train
 
 pytestmark = pytest.mark.model

@@ -8,6 +8,12 @@ deviation (early stages carry a generator's pixel statistics, late ones the cont
 standardised linear head gives each crop a logit, and the image's score is the sigmoid of the
 mean crop logit. The crop scores are the explanation overlay: which part of the photo looked made.
 
+Scores are calibrated for moderation onto the verdict policy's scale: the recipe finds the raw
+probabilities ``band = (low, high)`` that flag 10% and 2% of held-out real photos, and the
+detector maps them monotonically (piecewise linear) onto the policy's ``low``/``high`` (0.35 and
+0.65), so its own verdict, the ``uncertain`` band and the combined verdict all read one scale.
+The band is a buffer in the weights, so recalibrating changes the version.
+
 The head is fitted by :mod:`worker.training.photo_crops` (a logistic probe, as UnivFD does on
 foundation features); nothing here trains.
 """
@@ -15,7 +21,7 @@ foundation features); nothing here trains.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -23,12 +29,14 @@ from PIL import Image
 from torch import nn
 
 from fakescan.errors import DetectorError
+from fakescan.verdicts import VerdictPolicy
 from worker.detectors import register_family
 from worker.detectors.base import Prediction, Preprocessing
 from worker.detectors.torch_classifier import TorchClassifier, normalise
 
 ARCHITECTURES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # the Lite models were trained on pixels scaled to [-1, 1]
+POLICY_BAND = (VerdictPolicy.low, VerdictPolicy.high)  # where calibrated scores put low and high
 
 
 def crop_boxes(width: int, height: int, size: int, grid: int) -> list[tuple[int, int, int, int]]:
@@ -62,6 +70,8 @@ class StageStatistics(nn.Module):
     """EfficientNet-Lite stages → per-channel mean and standard deviation of the chosen stages.
 
     Stage indices: 0-6 are the seven block stages, 7 the 1x1 head convolution."""
+
+    backbone: Any  # a timm EfficientNet (untyped)
 
     def __init__(self, architecture: str, stages: Sequence[int]) -> None:
         import timm
@@ -103,12 +113,17 @@ class StageStatistics(nn.Module):
 class PhotoCropsNet(nn.Module):
     """Crop batch → one logit per crop (N, 1): standardised stage statistics into a linear head."""
 
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+    band: torch.Tensor
+
     def __init__(self, architecture: str, stages: Sequence[int]) -> None:
         super().__init__()
         self.features = StageStatistics(architecture, stages)
         dimension = self.features.dimension()
         self.register_buffer("feature_mean", torch.zeros(dimension))
         self.register_buffer("feature_scale", torch.ones(dimension))
+        self.register_buffer("band", torch.tensor(POLICY_BAND, dtype=torch.float64))  # identity until calibrated
         self.head = nn.Linear(dimension, 1)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
@@ -121,6 +136,10 @@ class PhotoCropsNet(nn.Module):
 @register_family("photo-crops")
 class PhotoCropsDetector(TorchClassifier):
     predict_batch_size = 16  # crops per forward pass
+
+    @property
+    def network(self) -> PhotoCropsNet:
+        return cast(PhotoCropsNet, self.module)
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
@@ -156,14 +175,18 @@ class PhotoCropsDetector(TorchClassifier):
         with self._autocast():
             return self.module(batch)[:, 0].float().cpu().numpy()
 
+    def calibrated(self, logit: float) -> float:
+        low, high = (float(value) for value in self.network.band)
+        return calibrated_score(_sigmoid(logit), low, high)
+
     def scores(self, images: Sequence[Image.Image]) -> list[float]:
-        return [_sigmoid(float(np.mean(logits))) for logits in self.crop_logits(images)]
+        return [self.calibrated(float(np.mean(logits))) for logits in self.crop_logits(images)]
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         found = []
         for logits in self.crop_logits(images):
-            parts = {f"crop{index}": _sigmoid(float(logit)) for index, logit in enumerate(logits)}
-            found.append(Prediction(_sigmoid(float(np.mean(logits))), parts=parts))
+            parts = {f"crop{index}": self.calibrated(float(logit)) for index, logit in enumerate(logits)}
+            found.append(Prediction(self.calibrated(float(np.mean(logits))), parts=parts))
         return found
 
     def explain(self, image: Image.Image) -> dict[str, Image.Image]:
@@ -174,8 +197,8 @@ class PhotoCropsDetector(TorchClassifier):
         logits = self.crop_logits([image])[0]
         total = np.zeros((image.height, image.width), dtype=np.float32)
         count = np.zeros_like(total)
-        for (left, top, right, bottom), logit in zip(boxes, logits):
-            total[top:bottom, left:right] += _sigmoid(float(logit))
+        for (left, top, right, bottom), logit in zip(boxes, logits, strict=True):
+            total[top:bottom, left:right] += self.calibrated(float(logit))
             count[top:bottom, left:right] += 1
         heat = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
         return {"crop-scores": heatmap_overlay(image, heat)}
@@ -189,6 +212,16 @@ def same_size_batches(sizes: list[tuple[int, ...]], batch_size: int) -> list[lis
         members = [index for index, item_size in enumerate(sizes) if item_size == size]
         batches += [members[start:start + batch_size] for start in range(0, len(members), batch_size)]
     return batches
+
+
+def calibrated_score(probability: float, low: float, high: float) -> float:
+    """Piecewise-linear, increasing map of [0, 1] onto [0, 1] taking ``low``/``high`` to the policy's band."""
+    band_low, band_high = POLICY_BAND
+    if probability < low:
+        return band_low * probability / low
+    if probability < high:
+        return band_low + (band_high - band_low) * (probability - low) / (high - low)
+    return band_high + (1 - band_high) * (probability - high) / (1 - high) if high < 1 else band_high
 
 
 def _sigmoid(value: float) -> float:

@@ -94,8 +94,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, a TSV report and PNG plots")
     parser.add_argument("--perturb", metavar="LIST", help="also measure under e.g. jpeg:75,resize:0.5,blur:1")
-    parser.add_argument("--groups", metavar="CSV:COLUMN",
-                        help="recall, false positives and AUC per group, e.g. manifest.csv:generator")
+    parser.add_argument("--groups", metavar="CSV:COLUMN", action="append", default=[],
+                        help="recall, false positives and AUC per group, e.g. manifest.csv:generator (repeatable)")
     parser.add_argument("--limit", type=int, help="evaluate at most this many images, balanced, drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -110,10 +110,11 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     perturbations = parse_perturbations(args.perturb)
     detector = open_detector(args.detector, settings)
     labelled = open_labelled(args.data, settings).limited(args.limit, args.seed)
-    group_of = dict(zip((item.key for item in labelled.items), item_groups(args.groups, labelled.items))) \
-        if args.groups else None
+    keys = [item.key for item in labelled.items]
+    groupings = {spec.rpartition(":")[2]: dict(zip(keys, item_groups(spec, labelled.items), strict=True))
+                 for spec in args.groups}
     results = score_set(detector, labelled, perturbations, progress=args.progress)
-    summary = evaluation(detector, labelled, results, group_of)
+    summary = evaluation(detector, labelled, results, groupings)
     if args.report:
         from worker.training.report import write_report
 
@@ -138,13 +139,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         values = [m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ece")]
         print(f"{name:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}}"
                                       for v, w in zip(values, (9, 10, 8, 8, 9, 8, 8), strict=True)))
-    if "groups" in summary:
-        width = max(len(name) for name in summary["groups"]) + 2
-        print(f"{'group':<{width}}{'fake':>6}{'real':>6}{'recall':>8}{'fpr':>8}{'roc_auc':>9}")
-        for name, g in summary["groups"].items():
-            values = "".join(f"{'-' if g[k] is None else f'{g[k]:.4f}':>{w}}"
-                             for k, w in (("recall", 8), ("false_positive_rate", 8), ("roc_auc", 9)))
-            print(f"{name:<{width}}{g['n_fake']:>6}{g['n_real']:>6}{values}")
+    for column, groups in summary.get("groups", {}).items():
+        width = max(len(name) for name in [column, *groups]) + 2
+        print(f"{column:<{width}}{'fake':>6}{'real':>6}{'recall':>8}{'fpr':>8}{'roc_auc':>9}")
+        for name, g in groups.items():
+            cells = "".join(f"{'-' if g[k] is None else f'{g[k]:.4f}':>{w}}"
+                            for k, w in (("recall", 8), ("false_positive_rate", 8), ("roc_auc", 9)))
+            print(f"{name:<{width}}{g['n_fake']:>6}{g['n_real']:>6}{cells}")
 
 
 def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:

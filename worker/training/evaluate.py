@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from fakescan.catalog import resolve
 from fakescan.settings import Settings
-from worker.detectors import Detector, load_detector
 from worker.decode import DecodeError
+from worker.detectors import Detector, load_detector
 from worker.training.data import LabelledSet
 from worker.training.metrics import classification_metrics
 from worker.training.perturb import Perturbation
@@ -125,15 +125,16 @@ def group_metrics(detector: Detector, scored: Scored, group_of: dict[str, str]) 
 
 
 def evaluation(detector: Detector, labelled: LabelledSet, results: dict[str, Scored],
-               group_of: dict[str, str] | None = None) -> dict[str, Any]:
+               groupings: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """One JSON object: clean metrics at the top level, each perturbation under ``perturbations``,
-    per-group figures under ``groups`` when a group column was given."""
+    per-group figures under ``groups`` by column (item key → group) when columns were given."""
     summary = {"detector": detector.name, "family": detector.family, "version": detector.version,
                "data": labelled.source, "data_fingerprint": labelled.fingerprint(),
                **condition_metrics(detector, results[CLEAN])}
     perturbed = {name: condition_metrics(detector, scored) for name, scored in results.items() if name != CLEAN}
     if perturbed:
         summary["perturbations"] = perturbed
-    if group_of is not None:
-        summary["groups"] = group_metrics(detector, results[CLEAN], group_of)
+    if groupings:
+        summary["groups"] = {column: group_metrics(detector, results[CLEAN], group_of)
+                             for column, group_of in groupings.items()}
     return summary

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from fakescan.errors import DataError
+from worker.decode import DecodeError
 from worker.detectors.base import Preprocessing
 from worker.detectors.torch_classifier import resized_array
-from worker.decode import DecodeError
 from worker.training.data import LabelledItem, LabelledSet
 
 log = logging.getLogger(__name__)

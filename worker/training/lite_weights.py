@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ def package_weights(architecture: str) -> Path:
     return Path(holder.get_model_file_path())
 
 
-def timm_state(package_state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+def timm_state(package_state: dict[str, torch.Tensor], backbone: Any) -> dict[str, torch.Tensor]:
     """Rename an ``efficientnet_pytorch`` Lite state dict to timm's keys for ``backbone``; the
     ImageNet classifier is dropped. Raises when a tensor is missing or has the wrong shape."""
     flat_blocks = [(stage, index) for stage, blocks in enumerate(backbone.blocks) for index in range(len(blocks))]

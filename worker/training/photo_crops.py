@@ -9,9 +9,10 @@
    cached on disk by image content, view and backbone, so a re-run never recomputes them.
 4. Standardised features → L2 logistic regression (scikit-learn, deterministic) → the head.
 5. Calibration for moderation on images the head never saw: out-of-fold scores with each group
-   (``--groups manifest.csv:source_repo``: whole sources) held out in turn. The threshold (``high``)
-   is the largest over real-photo sources of the score that flags ``target_fpr`` of that source's
-   photos; ``low`` does the same for ``uncertain_fpr``. Scores in [low, high) are ``uncertain``.
+   (``--groups manifest.csv:source_repo``: whole sources) held out in turn. The raw ``high`` is
+   the largest over real-photo sources of the probability that flags ``target_fpr`` of that
+   source's photos; ``low`` does the same for ``uncertain_fpr``. The detector maps them onto the
+   verdict policy's 0.65 and 0.35, which become its threshold and ``uncertain`` band.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,7 +34,14 @@ from tqdm import tqdm
 from fakescan.settings import Settings
 from worker.decode import DecodeError
 from worker.detectors import detector_class
-from worker.detectors.photo_crops import PhotoCropsDetector, PhotoCropsNet, crop_boxes, same_size_batches
+from worker.detectors.photo_crops import (
+    POLICY_BAND,
+    PhotoCropsDetector,
+    PhotoCropsNet,
+    calibrated_score,
+    crop_boxes,
+    same_size_batches,
+)
 from worker.detectors.torch_classifier import normalise, read_weights
 from worker.training.config import TrainConfig
 from worker.training.data import LABELS, LabelledSet, item_groups, open_labelled
@@ -127,9 +135,13 @@ def extract(labelled: LabelledSet, module: PhotoCropsNet, options: dict[str, Any
             seed: int, cache: FeatureCache, progress: bool) -> tuple[CropTable, list[int], list[str]]:
     """Features of every view of every decodable image; returns them, the kept item indices and the skipped."""
     preprocessing = PhotoCropsDetector.preprocessing_for(options)
-    tables, owners, clean, kept, skipped = [], [], [], [], []
+    tables: list[np.ndarray] = []
+    owners: list[int] = []
+    clean: list[bool] = []
+    kept: list[int] = []
+    skipped: list[str] = []
     stream = labelled.read_many(labelled.items)
-    for index, (item, data) in enumerate(tqdm(zip(labelled.items, stream), total=len(labelled.items),
+    for index, (item, data) in enumerate(tqdm(zip(labelled.items, stream, strict=True), total=len(labelled.items),
                                               desc="features", unit="img", disable=not progress, mininterval=5)):
         image: Image.Image | None = None
         views = []
@@ -198,14 +210,14 @@ def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Setti
     from worker.training.trainer import write_detector
 
     started = time.monotonic()
-    cls = detector_class("photo-crops")
+    cls = cast(type[PhotoCropsDetector], detector_class("photo-crops"))
     recipe = {**RECIPE_OPTIONS, **{k: v for k, v in config.options.items() if k in RECIPE_OPTIONS}}
     options = cls.complete_options({k: v for k, v in config.options.items() if k not in RECIPE_OPTIONS})
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     labelled = open_labelled(data, settings).limited(config.limit, config.seed)
-    module = cls.build_module(options).eval()
+    module = cast(PhotoCropsNet, cls.build_module(options).eval())
     weights = _backbone(module, options, config, settings)
     salt = f"{options['architecture']}:{options['stages']}:{options['crop_size']}:{recipe['train_grid']}:{weights}"
     cache = FeatureCache(settings.home / "cache" / "photo-crops-features", salt)
@@ -214,11 +226,15 @@ def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Setti
     labels = np.array([item.label for item in items])
     groups = item_groups(config.groups, items) if config.groups else _hash_folds(items)
     oof = out_of_fold(table, labels, groups, float(recipe["probe_c"]), config.seed)
-    oof_scores = 1 / (1 + np.exp(-oof))
-    high = worst_source_threshold(oof_scores, labels, groups, float(recipe["target_fpr"]))
-    low = min(high, worst_source_threshold(oof_scores, labels, groups, float(recipe["uncertain_fpr"])))
+    probabilities = 1 / (1 + np.exp(-oof))
+    high = float(np.clip(worst_source_threshold(probabilities, labels, groups, float(recipe["target_fpr"])),
+                         1e-6, 1 - 1e-6))
+    low = min(high * (1 - 1e-6), worst_source_threshold(probabilities, labels, groups, float(recipe["uncertain_fpr"])))
+    low = max(low, 1e-7)
     mean, scale, model = fit_probe(table.features, labels[table.owners], float(recipe["probe_c"]), config.seed)
-    _set_head(module, mean, scale, model)
+    _set_head(module, mean, scale, model, (low, high))
+    oof_scores = np.array([calibrated_score(p, low, high) for p in probabilities])
+    low, high = POLICY_BAND
     manifest = {
         "name": name or out.name, "family": cls.family, "version": "", "options": options,
         "preprocessing": cls.preprocessing_for(options).as_json(), "labels": list(LABELS),
@@ -228,8 +244,10 @@ def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Setti
             "counts": labelled.counts(), "skipped_undecodable": len(skipped), "train_images": len(items),
             "train_crops": int(len(table.owners)), "recipe": recipe, "backbone_weights": weights,
             "groups": config.groups or f"{FOLDS_WITHOUT_GROUPS} folds by key hash",
-            "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("options", "device", "precision")},
+            "config": {k: v for k, v in dataclasses.asdict(config).items()
+                       if k not in ("options", "device", "precision")},
             "torch": torch.__version__, "seconds": round(time.monotonic() - started, 1),
+            "raw_band": [float(value) for value in module.band],
             "held_out_metrics": classification_metrics(labels.tolist(), oof_scores.tolist(), high, low, high),
             "held_out_by_group": _by_group(oof_scores, labels, groups, high),
         },
@@ -252,8 +270,10 @@ def _backbone(module: PhotoCropsNet, options: dict[str, Any], config: TrainConfi
     return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
-def _set_head(module: PhotoCropsNet, mean: np.ndarray, scale: np.ndarray, model: Any) -> None:
+def _set_head(module: PhotoCropsNet, mean: np.ndarray, scale: np.ndarray, model: Any,
+              band: tuple[float, float]) -> None:
     with torch.no_grad():
+        module.band.copy_(torch.tensor(band, dtype=torch.float64))
         module.feature_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
         module.feature_scale.copy_(torch.from_numpy(scale.astype(np.float32)))
         module.head.weight.copy_(torch.from_numpy(model.coef_.astype(np.float32)))
