@@ -30,6 +30,6 @@ def score_files(detector: Detector, labelled: LabelledSet, perturbations: Sequen
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
             files = [Sample(item.key, data) for item, data in zip(chunk, labelled.read_many(chunk), strict=True)]
-            _add(scored, [item.label for item in chunk], detector.predict_samples(files))
+            _add(scored, [item.label for item in chunk], [item.key for item in chunk], detector.predict_samples(files))
             bar.update(len(chunk))
     return {CLEAN: scored}
