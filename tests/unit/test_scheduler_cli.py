@@ -37,7 +37,7 @@ def detector():
 
 def test_unknown_detector(detector, tmp_path):
     assert_one_error_line(run_cli("scan", str(tmp_path), "--detector", "nope"), UsageError.exit_code,
-                          "known: default, provenance, tiny")
+                          "known: cifake, default, provenance, tiny")
 
 
 def test_malformed_url(detector):

@@ -74,7 +74,7 @@ def test_detectors_resolved_and_deduplicated(tmp_path):
 def test_unknown_detector_names_the_known_ones():
     settings = load_settings()
     make_detector_folder(settings.home, "tiny", "t1")
-    with pytest.raises(UnknownDetector, match="known: default, provenance, tiny"):
+    with pytest.raises(UnknownDetector, match="known: cifake, default, provenance, tiny"):
         resolve_detectors(["nope"], settings)
 
 
