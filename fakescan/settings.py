@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_timeout: float = Field(30.0, gt=0, description="seconds to connect or to wait for the next bytes from S3")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = Field(
+        "fp32", description="bf16/fp16: CUDA autocast; int8: CPU dynamic quantisation of linear layers (opt-in)")
     visibility_timeout: int = Field(3600, gt=0, description="seconds before an unacked batch is redelivered")
     # a worker refuses to start unless visibility_timeout > retry_backoff_max + batch_budget
     retry_backoff_max: int = Field(300, gt=0, description="longest wait before a batch's retry, seconds")
@@ -42,6 +43,13 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(8, gt=0)
     max_object_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(64_000_000, gt=0)
+    # decoded pixels in flight per worker process; one image larger than this still decodes, alone
+    pixel_budget: int = Field(100_000_000, gt=0, description="decoded pixels in flight per worker process")
+    decode_threads: int | None = Field(None, gt=0, description="decode+preprocess threads; unset: the CPUs")
+    inference_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads; unset: the CPUs, or 1 for networks under 128 px")
+    inference_chunk: int = Field(16, gt=0, description="images per model call; the next chunk decodes meanwhile")
+    gpu_decode: bool = Field(False, description="CUDA workers: decode JPEGs on the GPU (nvJPEG), batched")
     # provenance (metadata, no pixels) runs first in every scan unless a scan opts out
     detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["provenance", "default"])
     scan_provenance: bool = Field(True, description="false: scans run only the detectors named, without provenance")
@@ -74,12 +82,23 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{self.home / 'fakescan.db'}"
 
+    def resolved_decode_threads(self) -> int:
+        return self.decode_threads or available_cpus()
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device
         import torch  # only the worker asks for "auto"; the scheduler never resolves the device
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def load_settings(**overrides: object) -> Settings:

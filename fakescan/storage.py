@@ -74,6 +74,12 @@ class Store(ABC):
     def read(self, key: str, max_bytes: int) -> bytes:
         """The object's bytes; ObjectTooLarge past max_bytes (checked from metadata, then while reading)."""
 
+    def read_head(self, key: str, length: int, max_bytes: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes and the object's size (ranged GET / partial read); ObjectTooLarge
+        when the whole object is over max_bytes. Stores that cannot read part of an object read it all."""
+        data = self.read(key, max_bytes)
+        return data[:length], len(data)
+
     @abstractmethod
     def check(self) -> None:
         """Raise SourceError when the store cannot be reached or read."""
@@ -114,6 +120,13 @@ class LocalStore(Store):
         if len(data) > max_bytes:
             raise ObjectTooLarge(f"object grew past the {max_bytes}-byte limit while reading")
         return data
+
+    def read_head(self, key: str, length: int, max_bytes: int) -> tuple[bytes, int]:
+        with (self.folder / key).open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise ObjectTooLarge(f"object is {size} bytes, over the {max_bytes}-byte limit")
+            return handle.read(length), size
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -199,6 +212,32 @@ class S3Store(Store):
         if len(data) > max_bytes:
             raise ObjectTooLarge(f"object grew past the {max_bytes}-byte limit while reading")
         return data
+
+    def read_head(self, key: str, length: int, max_bytes: int) -> tuple[bytes, int]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max(0, length - 1)}")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "InvalidRange":  # a 0-byte object has no range
+                raise
+            data = self.read(key, max_bytes)
+            return data, len(data)
+        size = _total_size(response)
+        if size > max_bytes:
+            response["Body"].close()
+            raise ObjectTooLarge(f"object is {size} bytes, over the {max_bytes}-byte limit")
+        data = response["Body"].read()  # botocore checks the length of a read without a size
+        return data, size
+
+
+def _total_size(response: dict[str, Any]) -> int:
+    """The whole object's size from a ranged GET's ``Content-Range: bytes 0-N/SIZE`` (or its length
+    when the store answered the whole object: a 0-byte object has no satisfiable range)."""
+    content_range = str(response.get("ContentRange") or "")
+    if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+        return int(content_range.rsplit("/", 1)[1])
+    return int(response.get("ContentLength") or 0)
 
 
 def open_store(source: str, settings: Settings) -> Store:

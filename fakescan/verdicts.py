@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,7 +56,7 @@ class VerdictPolicy:
         if any(weight < 0 for weight in weights):
             raise UsageError("verdict policy weights cannot be negative")
 
-    @property
+    @cached_property  # asked once per object in a batch; the policy is frozen
     def version(self) -> str:
         digest = hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.name}-{digest}"

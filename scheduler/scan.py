@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,14 +116,17 @@ class _ScanRun:
         self._retrying(self._start)
         pending: list[int] = []
         batch_size = self.request.batch_size
-        for chunk in chunked(store.list(self.request.filters), self.request.chunk_size):
+        # the next page of the listing (stat + sha256 of local files, or an S3 page) is read while
+        # this chunk's rows are written
+        for chunk in read_ahead(chunked(store.list(self.request.filters), self.request.chunk_size)):
             pending.extend(self._retrying(partial(self._record_chunk, chunk)))
-            while len(pending) >= batch_size:
-                self._send(pending[:batch_size])
-                del pending[:batch_size]
+            full = len(pending) - len(pending) % batch_size
+            if full:
+                self._send([pending[start:start + batch_size] for start in range(0, full, batch_size)])
+                del pending[:full]
             self._report()
         if pending:
-            self._send(pending)
+            self._send([pending])
         self._retrying(self._finish_listing)
         self._report()
         return self.counts
@@ -150,19 +153,25 @@ class _ScanRun:
         self.counts.listed, self.counts.skipped = listed_total, skipped_total
         return todo
 
-    def _send(self, object_ids: list[int]) -> None:
-        batch = self.counts.batches + 1
-        enqueued_total = self.counts.enqueued + len(object_ids)
+    def _send(self, batches: list[list[int]]) -> None:
+        """Commit the items of ``batches`` in one transaction, then enqueue each batch.
+
+        One commit per chunk, not per batch: a batch is enqueued only after its items are
+        committed either way, so a worker always finds them."""
+        first = self.counts.batches + 1
+        enqueued_total = self.counts.enqueued + sum(map(len, batches))
 
         def commit_items() -> None:
-            scans.add_items(self.session, self.scan_id, batch, object_ids)
+            scans.add_batches(self.session, self.scan_id, first, batches)
             scans.record_counts(self.session, self.scan_id, listed=self.counts.listed,
                                 enqueued=enqueued_total, skipped=self.counts.skipped)
             self.session.commit()
 
         self._retrying(commit_items)
-        self.counts.batches, self.counts.enqueued = batch, enqueued_total
-        self.dispatch(self.scan_id, batch, object_ids)
+        for number, object_ids in enumerate(batches, start=first):
+            self.counts.batches = number
+            self.counts.enqueued += len(object_ids)
+            self.dispatch(self.scan_id, number, object_ids)
         self._report()
 
     def _finish_listing(self) -> None:
@@ -174,3 +183,46 @@ class _ScanRun:
     def _report(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.counts)
+
+
+def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    Errors of the producer are raised in the consumer, where the listing's own would have been."""
+    import queue
+    import threading
+
+    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            slots.put(("error", error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator (a paged listing) stopped early: let it clean up now
+                close()
+
+    producer = threading.Thread(target=produce, name="listing", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()

@@ -4,6 +4,8 @@
   (``delay_seconds`` per batch, to catch a worker mid-batch), raise on images of one width
   (``raise_on_width``: a detector that chokes on one weird input) or raise always (``always_raise``).
 - ``test-bytes``: a metadata-only detector scoring the byte length, which never decodes pixels.
+- ``test-sized``: declares an input need of ``side`` pixels (manifest) and reports in its evidence
+  the size of the decoded image it was given.
 
 Worker subprocesses load them through ``WRAPPER``:
 ``python -c WRAPPER worker ...`` is ``fakescan worker ...`` with these families known.
@@ -19,12 +21,14 @@ import numpy as np
 from PIL import Image
 
 from fakescan.catalog import FamilyInfo, families, register_family_info
-from worker.detectors import Detector, Prediction, Sample, register_family
+from fakescan.settings import Settings
+from worker.detectors import Detector, InputNeed, Prediction, Sample, register_family
 
 WRAPPER = ("import tests.worker_families, sys; from fakescan.cli import main; sys.exit(main(sys.argv[1:]))")
 
 for _name, _summary in (("test-brightness", "test only: mean brightness as the score"),
-                        ("test-bytes", "test only: byte length as the score, never decodes")):
+                        ("test-bytes", "test only: byte length as the score, never decodes"),
+                        ("test-sized", "test only: declares an input size, reports the decoded size")):
     if _name not in families():
         register_family_info(FamilyInfo(_name, __name__, _summary))
 
@@ -41,7 +45,7 @@ class BrightnessDetector(Detector):
         return [Prediction(float(np.asarray(image, dtype=np.float32).mean() / 255.0)) for image in images]
 
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "BrightnessDetector":
+    def load(cls, folder: Path | None, settings: Settings, manifest: dict[str, Any]) -> "BrightnessDetector":
         return cls(manifest["name"], str(manifest["version"]), manifest)
 
 
@@ -57,5 +61,26 @@ class ByteLengthDetector(Detector):
                 for sample in samples]
 
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "ByteLengthDetector":
+    def load(cls, folder: Path | None, settings: Settings, manifest: dict[str, Any]) -> "ByteLengthDetector":
+        return cls(manifest["name"], str(manifest["version"]), manifest)
+
+
+@register_family("test-sized")
+class SizedDetector(Detector):
+    prepare_keeps_image = False
+
+    def input_need(self) -> InputNeed:
+        return InputNeed("size", int(self.manifest["side"]))
+
+    def prepare(self, image: Image.Image) -> tuple[int, int]:
+        return image.size
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        return self.predict_inputs([self.prepare(image) for image in images])
+
+    def predict_inputs(self, inputs: Sequence[tuple[int, int]]) -> list[Prediction]:
+        return [Prediction(0.5, evidence={"decoded": list(size)}) for size in inputs]
+
+    @classmethod
+    def load(cls, folder: Path | None, settings: Settings, manifest: dict[str, Any]) -> "SizedDetector":
         return cls(manifest["name"], str(manifest["version"]), manifest)

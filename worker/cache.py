@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,19 +18,22 @@ from dataclasses import replace
 
 from fakescan.catalog import MANIFEST, DetectorRef, local_folder, read_manifest
 from fakescan.errors import DetectorError
-from fakescan.settings import Settings
+from fakescan.settings import Settings, available_cpus
 from fakescan.storage import Store, open_store
-from worker.detectors import Detector, load_detector
+from worker.detectors import Detector, InputNeed, load_detector
 from worker.metrics import observe_model_load
+from worker.stream import PixelBudget
 
 log = logging.getLogger(__name__)
 
 
 class ProcessCache:
-    """Detectors keyed by (name, version), stores keyed by root and the fetch threads, for one process.
+    """Detectors keyed by (name, version), stores keyed by root, the fetch and decode threads and the
+    pixel budget, for one process.
 
-    The fetch pool lives as long as the process: starting a dozen threads for every batch costs
-    more than a metadata-only detector spends on the whole batch."""
+    The pools live as long as the process: starting a dozen threads for every batch costs more
+    than a metadata-only detector spends on the whole batch. The pixel budget is per process, so
+    the threads pool's concurrent batches share it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -37,6 +41,8 @@ class ProcessCache:
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._stores: dict[str, Store] = {}
         self._fetch_pool: ThreadPoolExecutor | None = None
+        self._decode_pool: ThreadPoolExecutor | None = None
+        self._budget = PixelBudget(settings.pixel_budget)
         self._lock = threading.Lock()  # the threads pool shares one cache; build each model once
 
     def detector(self, ref: DetectorRef) -> Detector:
@@ -65,11 +71,25 @@ class ProcessCache:
                 self._fetch_pool = ThreadPoolExecutor(self.settings.fetch_concurrency, thread_name_prefix="fetch")
             return self._fetch_pool
 
+    def decode_pool(self) -> ThreadPoolExecutor:
+        """Decode + prepare threads (Pillow and numpy release the GIL while they work)."""
+        self._forget_if_forked()
+        with self._lock:
+            if self._decode_pool is None:
+                self._decode_pool = ThreadPoolExecutor(self.settings.resolved_decode_threads(),
+                                                       thread_name_prefix="decode")
+            return self._decode_pool
+
+    def pixel_budget(self) -> PixelBudget:
+        return self._budget
+
     def close(self) -> None:
         with self._lock:
-            pool, self._fetch_pool = self._fetch_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+            pools = [self._fetch_pool, self._decode_pool]
+            self._fetch_pool = self._decode_pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def loaded(self) -> list[tuple[str, str]]:
         return sorted(self._detectors)
@@ -79,7 +99,29 @@ class ProcessCache:
             self._pid = os.getpid()
             self._lock = threading.Lock()
             self._detectors, self._stores = {}, {}
-            self._fetch_pool = None  # its threads stayed behind in the parent
+            self._fetch_pool = self._decode_pool = None  # their threads stayed behind in the parent
+            self._budget = PixelBudget(self.settings.pixel_budget)
+
+
+SMALL_INPUT_SIDE = 128  # below this a network has too little work per layer to split across threads
+
+
+def set_inference_threads(settings: Settings, need: InputNeed) -> int:
+    """torch's intra-op threads for a batch whose largest input need is ``need``; returns them.
+
+    ``FAKESCAN_INFERENCE_THREADS`` when set; else every CPU for networks of 128 px and more (the
+    model is the bill, and the decode threads mostly wait on it), one thread for smaller inputs:
+    a 32 px CNN spends more on synchronising threads than computing, and splitting it makes the
+    decode threads that are the bill of such a scan wait for cores (measured in bench_scan).
+    Only when torch is loaded: a provenance-only worker never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    wanted = settings.inference_threads or (
+        1 if need.kind == "size" and need.side < SMALL_INPUT_SIDE else available_cpus())
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return wanted
 
 
 def with_manifest(ref: DetectorRef, settings: Settings) -> DetectorRef:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import io
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as a viewer would
 WIDE_INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBX", "I", "F")  # averaging pixels means something in these
 
 # What Pillow's format plugins raise on malformed input (see Pillow's own fuzzers). TypeError,
 # AttributeError and NameError are deliberately absent: they mean a bug, which must fail loudly.
@@ -34,24 +36,60 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The first frame of ``data`` as an upright sRGB image; DecodeError when it cannot be one."""
+def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """The first frame of ``data`` as an upright sRGB image; DecodeError when it cannot be one.
+
+    ``min_side``: the image may come out smaller than stored, but never below ``min_side`` pixels on
+    either side (or its own size): JPEGs decode with DCT scaling, other formats are reduced right
+    after decoding, before any conversion. None decodes at full resolution."""
+    return finish_decode(open_image(data, max_pixels, min_side))
+
+
+@dataclass
+class OpenedImage:
+    """An image whose header was read and checked, no pixel decoded yet (see :func:`open_image`)."""
+
+    image: ImageFile.ImageFile
+    data: bytes
+    max_pixels: int
+    min_side: int | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """What decoding will produce (after DCT scaling, before any reduction)."""
+        return self.image.size
+
+
+def open_image(data: bytes, max_pixels: int, min_side: int | None = None) -> OpenedImage:
+    """The header read and checked; the pipeline reserves the decoded pixels before :func:`finish_decode`."""
     if not data:
         raise DecodeError("empty", "the object has 0 bytes")
     _configure_pillow(max_pixels)
+    return OpenedImage(_opened(data, max_pixels, min_side), data, max_pixels, min_side)
+
+
+def finish_decode(opened: OpenedImage) -> Image.Image:
+    """Decode what :func:`open_image` opened into an upright sRGB image (scaled as it asked)."""
     try:
-        image = _load(data, max_pixels)
+        image = _loaded(opened.image)
     except DecodeError:
-        stripped = png_without_text(data)
+        stripped = png_without_text(opened.data)
         if stripped is None:
             raise
-        image = _load(stripped, max_pixels)  # hostile PNG text is provenance's business, not the pixels'
-    return to_rgb(to_srgb(_upright(image)))
+        # hostile PNG text is provenance's business, not the pixels'
+        image = _loaded(_opened(stripped, opened.max_pixels, opened.min_side))
+    return to_rgb(to_srgb(_upright(reduced(image, opened.min_side))))
 
 
-def _load(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
+def _opened(data: bytes, max_pixels: int, min_side: int | None) -> ImageFile.ImageFile:
     image = _open(data)
     _check_pixels(image.size, max_pixels)
+    if min_side:
+        draft_jpeg(image, min_side)
+    return image
+
+
+def _loaded(image: ImageFile.ImageFile) -> ImageFile.ImageFile:
     try:
         image.seek(0)  # animations and multi-page files: the first frame (or page) is the picture
         image.load()
@@ -61,6 +99,23 @@ def _load(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         kind = image.format or "image"
         raise DecodeError("corrupt", f"truncated or corrupt {kind} data ({_first_line(error)})") from None
     return image
+
+
+def draft_jpeg(image: ImageFile.ImageFile, min_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling) while both sides stay >= min_side.
+
+    Square on purpose: a detector that squeezes the image to its input needs ``min_side`` on each
+    side, and EXIF orientation may swap width and height after decoding."""
+    if image.format == "JPEG":
+        image.draft(image.mode, (min_side, min_side))
+
+
+def reduced(image: Image.Image, min_side: int | None) -> Image.Image:
+    """The decoded image box-reduced by the largest integer factor that keeps both sides >= min_side."""
+    factor = min(image.size) // min_side if min_side else 1
+    if factor < 2 or image.mode not in REDUCIBLE_MODES:  # palette indices cannot be averaged
+        return image
+    return image.reduce(factor)
 
 
 PILLOW_HEADROOM = 4  # Pillow warns past MAX_IMAGE_PIXELS and raises past twice that

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -37,18 +37,21 @@ class FetchedObject:
     data: bytes | None
     error: str | None  # the reason stored in the result row when the object could not be read
     seconds: float
+    complete: bool = True  # False: data is the object's head only (see fetch_one's head_bytes)
 
 
-def fetch_all(objects: Sequence["BatchObject"], settings: Settings, cache: "ProcessCache") -> list[FetchedObject]:
-    """Every object's bytes or its bad-input reason, in input order; InfrastructureFault on a fault."""
-    return list(cache.fetch_pool().map(lambda item: fetch_one(item, settings, cache), objects))
-
-
-def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache") -> FetchedObject:
+def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache",
+              head_bytes: int | None = None) -> FetchedObject:
+    """The object's bytes, or with ``head_bytes`` only its first bytes (a ranged GET) when it is larger."""
     started = time.perf_counter()
-    data, error = None, None
+    data, error, complete = None, None, True
     try:
-        data = cache.store(item.store).read(item.key, settings.max_object_bytes)
+        store = cache.store(item.store)
+        if head_bytes is None:
+            data = store.read(item.key, settings.max_object_bytes)
+        else:
+            data, size = store.read_head(item.key, head_bytes, settings.max_object_bytes)
+            complete = len(data) >= size
     except ObjectTooLarge as too_large:
         error = f"too-large: {too_large}"
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -63,7 +66,23 @@ def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache") ->
         raise InfrastructureFault(f"cannot read {item.uri}: {fault}") from fault
     if data is not None and not data:  # decided here, so every detector stores the same reason
         data, error = None, EMPTY_REASON
-    return FetchedObject(item, data, error, time.perf_counter() - started)
+    return FetchedObject(item, data, error, time.perf_counter() - started, complete)
+
+
+def rest_of(item: "BatchObject", settings: Settings, cache: "ProcessCache") -> Callable[[], bytes]:
+    """The whole object, read when a detector given only its head needs more; bad input raises
+    :class:`IncompleteRead` with the reason, faults raise :class:`InfrastructureFault`."""
+    def read() -> bytes:
+        fetched = fetch_one(item, settings, cache)
+        if fetched.error is not None:
+            raise IncompleteRead(fetched.error)
+        return fetched.data or b""
+
+    return read
+
+
+class IncompleteRead(ValueError):
+    """The rest of an object read from its head could not be read (it went away meanwhile ...)."""
 
 
 def _client_error_reason(item: "BatchObject", error: ClientError) -> str:

@@ -1,8 +1,9 @@
 """The mapper: one batch of object ids in, one committed transaction of result rows out.
 
 ``process_batch`` loads the scan's detectors and the batch's objects, fetches the objects
-concurrently, wraps each as a lazily decoded :class:`~worker.detectors.Sample`, runs every
-detector batched and writes all rows in one transaction (``fakescan.db.results``).
+concurrently, decodes each once at the largest input need of the scan's detectors and prepares
+every detector's input in the decode pool, scores chunk by chunk while the next chunk decodes
+(:mod:`worker.stream`) and writes all rows in one transaction (``fakescan.db.results``).
 
 Three kinds of failure, three behaviours:
 
@@ -13,8 +14,8 @@ Three kinds of failure, three behaviours:
 - **bugs fail loudly**: a detector that raises is retried one object at a time, so one input it
   chokes on costs one ``detector-failed:`` row (logged with its traceback) instead of the whole
   batch; when it raises on *every* object of a batch of two or more the detector itself is
-  broken and :class:`BatchCrashed` fails the task. An unexpected exception inside the decoder
-  also raises :class:`BatchCrashed`.
+  broken and :class:`BatchCrashed` fails the task (all per chunk of ``FAKESCAN_INFERENCE_CHUNK``).
+  An unexpected exception inside the decoder also raises :class:`BatchCrashed`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import logging
 import math
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,11 +37,12 @@ from fakescan.db.models import Scan, ScanItem, StoredObject, utcnow
 from fakescan.db.results import write_batch
 from fakescan.db.verdicts import record_batch_verdicts
 from fakescan.settings import Settings
-from worker.cache import ProcessCache
-from worker.decode import DecodeError, decode_image
-from worker.detectors import Detector, Prediction, Sample
-from worker.fetch import FetchedObject, InfrastructureFault, fetch_all
+from worker.cache import ProcessCache, set_inference_threads
+from worker.detectors import Detector, InputNeed, Prediction, Sample
+from worker.fetch import FetchedObject, InfrastructureFault, fetch_one, rest_of
+from worker.gpu_decode import device_decoded_chunks, uses_device_decode
 from worker.metrics import STAGES, observe_batch
+from worker.stream import Decoded, PrepareFailed, decoded_chunks
 
 log = logging.getLogger(__name__)
 SessionFactory = sessionmaker[Session]
@@ -79,27 +83,6 @@ class BatchReport:
                 + (f" ({kinds})" if kinds else "") + f", {self.skipped} skipped; {stages}")
 
 
-class TimedDecoder:
-    """The Sample's decoder: remembers how long decoding took and any exception that is not bad input."""
-
-    def __init__(self, max_pixels: int) -> None:
-        self.max_pixels = max_pixels
-        self.seconds = 0.0
-        self.unexpected: BaseException | None = None
-
-    def __call__(self, data: bytes) -> Any:
-        started = time.perf_counter()
-        try:
-            return decode_image(data, self.max_pixels)
-        except DecodeError:
-            raise
-        except Exception as error:  # Sample turns every exception into an error prediction; this one is a bug
-            self.unexpected = error
-            raise
-        finally:
-            self.seconds += time.perf_counter() - started
-
-
 def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: int, object_ids: Sequence[int],
                   cache: ProcessCache, batch: int = 0) -> BatchReport:
     """Score one batch of a scan with every detector of the scan and commit the rows; idempotent."""
@@ -112,10 +95,7 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
         return report
     log.info("scan %s batch %s: started, %d objects", scan_id, batch, len(objects))
     detectors = [cache.detector(ref) for ref in refs]  # loaded before the clock: not inference time
-    started = time.perf_counter()
-    fetched = fetch_all(objects, settings, cache)
-    report.stage_seconds["fetch"] = time.perf_counter() - started
-    rows = score(detectors, fetched, settings, report)
+    rows = score(detectors, objects, settings, cache, report)
     started = time.perf_counter()
     with session_factory.begin() as session:
         written = write_batch(session, scan_id, rows)
@@ -152,75 +132,134 @@ def detector_ref(entry: dict[str, str]) -> DetectorRef:
     return DetectorRef(entry["name"], entry["family"], entry["version"], entry.get("location") or None)
 
 
-def score(detectors: Sequence[Detector], fetched: Sequence[FetchedObject], settings: Settings,
+def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], settings: Settings, cache: ProcessCache,
           report: BatchReport) -> list[dict[str, Any]]:
-    """Result rows for every (object, detector) pair: fetch errors first, then each detector's predictions."""
-    readable = [item for item in fetched if item.error is None]
-    decoders = [TimedDecoder(settings.max_image_pixels) for _ in readable]
-    samples = [Sample(item.object.uri, item.data or b"", decoder=decoder)
-               for item, decoder in zip(readable, decoders, strict=True)]
-    rows = [error_row(item, detector, item.error) for item in fetched if item.error is not None
-            for detector in detectors]
-    for detector in detectors:
-        decode_before = sum(decoder.seconds for decoder in decoders)
-        started = time.perf_counter()
-        predictions = predict_isolated(detector, samples)
-        decode_seconds = sum(decoder.seconds for decoder in decoders) - decode_before
-        inference = max(0.0, time.perf_counter() - started - decode_seconds)
-        _raise_if_decoder_broke(decoders)
-        report.stage_seconds["decode"] += decode_seconds
-        report.stage_seconds["inference"] += inference
-        scored = sum(1 for p in predictions if p.error is None) or 1
-        for item, decoder, prediction in zip(readable, decoders, predictions, strict=True):
-            rows.append(prediction_row(item, detector, prediction, decoder.seconds, inference / scored))
+    """Result rows for every (object, detector) pair, fetching, decoding and scoring overlapped (worker.stream).
+
+    Metadata detectors (input need ``none``) read the fetched bytes; pixel detectors share one
+    decode at the largest need of the scan. Stage seconds: fetch and decode are thread-seconds
+    (divided by the fetch threads for fetch), inference is the time the models ran."""
+    metadata = [detector for detector in detectors if detector.decode_need().kind == "none"]
+    pixel = [detector for detector in detectors if detector.decode_need().kind != "none"]
+    need = InputNeed.largest(detector.decode_need() for detector in pixel)
+    head = head_bytes(metadata) if not pixel else None
+    set_inference_threads(settings, need)
+    fetches = [partial(fetch_one, item, settings, cache, head) for item in objects]
+    device = settings.resolved_device()
+    if uses_device_decode(settings.gpu_decode, device, pixel):
+        chunks = device_decoded_chunks(fetches, pixel, device, settings.max_image_pixels, cache.fetch_pool(),
+                                       settings.inference_chunk, keep_bytes=bool(metadata))
+    else:
+        chunks = decoded_chunks(fetches, pixel, need, settings.max_image_pixels,
+                                (cache.fetch_pool(), cache.decode_pool()), cache.pixel_budget(),
+                                settings.inference_chunk, keep_bytes=bool(metadata))
+    rows: list[dict[str, Any]] = []
+    fetch_seconds = 0.0
+    with closing(chunks):
+        for chunk in chunks:
+            fetch_seconds += sum(item.fetched.seconds for item in chunk)
+            rows += score_chunk(metadata, pixel, chunk, settings, cache, report)
+    report.stage_seconds["fetch"] = fetch_seconds / max(1, min(settings.fetch_concurrency, len(objects)))
     return rows
 
 
-def predict_isolated(detector: Detector, samples: Sequence[Sample]) -> list[Prediction]:
-    """The detector's batch predictions; when the batch raises, one object at a time (see module doc)."""
-    if not samples:
+def head_bytes(metadata: Sequence[Detector]) -> int | None:
+    """How much of each object a scan without pixel detectors reads first: the most any of them
+    asks for, or everything (None) when one of them needs whole objects."""
+    wanted = [detector.head_bytes for detector in metadata]
+    return None if not wanted or None in wanted else max(w for w in wanted if w is not None)
+
+
+def score_chunk(metadata: Sequence[Detector], pixel: Sequence[Detector], chunk: Sequence[Decoded],
+                settings: Settings, cache: ProcessCache, report: BatchReport) -> list[dict[str, Any]]:
+    """The rows of one chunk: fetch errors, then each metadata detector, then each pixel detector."""
+    for item in chunk:
+        if item.unexpected is not None:
+            error = item.unexpected
+            raise BatchCrashed(f"decoder raised {type(error).__name__}: {error}") from error
+    readable = [item for item in chunk if item.fetched.error is None]
+    rows = [error_row(item.fetched, detector, item.fetched.error) for item in chunk if item.fetched.error is not None
+            for detector in [*metadata, *pixel]]
+    report.stage_seconds["decode"] += sum(item.seconds for item in readable)
+    for detector in metadata:
+        samples = [Sample(item.fetched.object.uri, item.fetched.data or b"",
+                          rest=None if item.fetched.complete else rest_of(item.fetched.object, settings, cache))
+                   for item in readable]
+        rows += _scored_rows(detector, readable, samples, detector.predict_samples, report)
+    decoded = [item for item in readable if item.error is None]
+    for item in readable:
+        if item.error is not None:
+            rows += [error_row(item.fetched, detector, item.error, _timings(item, 0.0)) for detector in pixel]
+    for position, detector in enumerate(pixel):
+        prepared = [item for item in decoded if not isinstance(item.inputs[position], PrepareFailed)]
+        for item in decoded:
+            if isinstance(item.inputs[position], PrepareFailed):
+                error = item.inputs[position].error
+                rows.append(error_row(item.fetched, detector, f"detector-failed: {type(error).__name__}: {error}",
+                                      _timings(item, 0.0)))
+        if len(prepared) == 0 and len(decoded) > 1:
+            raise BatchCrashed(f"detector {detector.name} {detector.version} could not prepare any of {len(decoded)} "
+                               "images of the chunk: the detector is broken, not the input (traceback in the log)")
+        rows += _scored_rows(detector, prepared, [item.inputs[position] for item in prepared],
+                             detector.predict_inputs, report)
+    return rows
+
+
+def _scored_rows(detector: Detector, items: Sequence[Decoded], inputs: Sequence[Any],
+                 predict: Callable[[Sequence[Any]], list[Prediction]], report: BatchReport) -> list[dict[str, Any]]:
+    started = time.perf_counter()
+    predictions = predict_isolated(detector, inputs, predict)
+    inference = time.perf_counter() - started
+    report.stage_seconds["inference"] += inference
+    scored = sum(1 for p in predictions if p.error is None) or 1
+    return [prediction_row(item.fetched, detector, prediction, _timings(item, inference / scored))
+            for item, prediction in zip(items, predictions, strict=True)]
+
+
+def _timings(item: Decoded, inference_seconds: float) -> dict[str, float]:
+    return {"fetch_ms": _ms(item.fetched.seconds), "decode_ms": _ms(item.seconds),
+            "inference_ms": _ms(inference_seconds)}
+
+
+def predict_isolated(detector: Detector, inputs: Sequence[Any],
+                     predict: Callable[[Sequence[Any]], list[Prediction]] | None = None) -> list[Prediction]:
+    """The detector's batch predictions; when the batch raises, one object at a time (see module doc).
+
+    ``predict`` is ``detector.predict_samples`` (the default, for samples) or ``detector.predict_inputs``."""
+    predict = predict or detector.predict_samples
+    if not inputs:
         return []
     try:
-        return _checked(detector, samples, detector.predict_samples(samples))
-    except BatchCrashed:
+        return _checked(detector, inputs, predict(inputs))
+    except (BatchCrashed, InfrastructureFault):  # a fault reading the rest of an object: retry the batch
         raise
     except Exception as error:
         log.warning("detector %s raised on a batch of %d (%s: %s); retrying one object at a time",
-                    detector.name, len(samples), type(error).__name__, error)
+                    detector.name, len(inputs), type(error).__name__, error)
     predictions, failures = [], 0
-    for sample in samples:
+    for one in inputs:
         try:
-            predictions.extend(_checked(detector, [sample], detector.predict_samples([sample])))
-        except BatchCrashed:
+            predictions.extend(_checked(detector, [one], predict([one])))
+        except (BatchCrashed, InfrastructureFault):
             raise
         except Exception as error:
             failures += 1
-            log.error("detector %s raised on %s", detector.name, sample.uri, exc_info=True)
+            log.error("detector %s raised on %s", detector.name, getattr(one, "uri", "one object"), exc_info=True)
             predictions.append(Prediction(None, error=f"detector-failed: {type(error).__name__}: {error}"))
-    if failures == len(samples) > 1:
-        raise BatchCrashed(f"detector {detector.name} {detector.version} raised on every one of {len(samples)} "
+    if failures == len(inputs) > 1:
+        raise BatchCrashed(f"detector {detector.name} {detector.version} raised on every one of {len(inputs)} "
                            "objects of the batch: the detector is broken, not the input (traceback in the log)")
     return predictions
 
 
-def _checked(detector: Detector, samples: Sequence[Sample], predictions: list[Prediction]) -> list[Prediction]:
-    if len(predictions) != len(samples):
-        raise BatchCrashed(f"detector {detector.name} returned {len(predictions)} predictions "
-                           f"for {len(samples)} images")
+def _checked(detector: Detector, inputs: Sequence[Any], predictions: list[Prediction]) -> list[Prediction]:
+    if len(predictions) != len(inputs):
+        raise BatchCrashed(f"detector {detector.name} returned {len(predictions)} predictions for {len(inputs)} images")
     return predictions
 
 
-def _raise_if_decoder_broke(decoders: Sequence[TimedDecoder]) -> None:
-    for decoder in decoders:
-        if decoder.unexpected is not None:
-            error = decoder.unexpected
-            raise BatchCrashed(f"decoder raised {type(error).__name__}: {error}") from error
-
-
-def prediction_row(item: FetchedObject, detector: Detector, prediction: Prediction, decode_seconds: float,
-                   inference_seconds: float) -> dict[str, Any]:
-    timings = {"fetch_ms": _ms(item.seconds), "decode_ms": _ms(decode_seconds),
-               "inference_ms": _ms(inference_seconds)}
+def prediction_row(item: FetchedObject, detector: Detector, prediction: Prediction,
+                   timings: dict[str, float]) -> dict[str, Any]:
     if prediction.error is not None:
         return error_row(item, detector, prediction.error, timings)
     if prediction.score is not None and not (math.isfinite(prediction.score) and 0.0 <= prediction.score <= 1.0):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Sequence, cast, overload
 
-from sqlalchemy import CursorResult, case, exists, func, insert, select, update
+from sqlalchemy import CursorResult, case, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from fakescan.db.engine import insert_rows
 from fakescan.db.models import Scan, ScanItem, utcnow
 from fakescan.errors import UsageError
 
@@ -114,9 +115,18 @@ def mark_failed(session: Session, scan_id: int, error: str) -> None:
 
 def add_items(session: Session, scan_id: int, batch: int, object_ids: Sequence[int]) -> None:
     now = utcnow()
-    session.execute(insert(ScanItem), [
+    insert_rows(session, ScanItem.__table__, [
         {"scan_id": scan_id, "object_id": object_id, "batch": batch, "state": "queued", "updated_at": now}
         for object_id in object_ids
+    ])
+
+
+def add_batches(session: Session, scan_id: int, first_batch: int, batches: Sequence[Sequence[int]]) -> None:
+    """The items of several batches (numbered from ``first_batch``) in one statement."""
+    now = utcnow()
+    insert_rows(session, ScanItem.__table__, [
+        {"scan_id": scan_id, "object_id": object_id, "batch": number, "state": "queued", "updated_at": now}
+        for number, object_ids in enumerate(batches, start=first_batch) for object_id in object_ids
     ])
 
 

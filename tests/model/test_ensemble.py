@@ -16,7 +16,7 @@ from fakescan.catalog import DuplicateName, UnknownDetector, ref_from_folder
 from fakescan.errors import DataError, DetectorError
 from fakescan.settings import load_settings
 from tests.model.ensemble_images import planted_anomalies, probe_set, smooth_scenes
-from worker.detectors import load_detector
+from worker.detectors import InputNeed, load_detector
 from worker.detectors.ensemble import member_names, parse_members
 from worker.detectors.ensemble.detector import MEMBERS_DIR, OneClassEnsemble
 from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble
@@ -97,6 +97,7 @@ def test_saved_ensemble_reloads_with_identical_scores(fitted: OneClassEnsemble, 
     weights = sorted((saved / MEMBERS_DIR).glob("*.safetensors"))
     assert weights and {stat.S_IMODE(path.stat().st_mode) for path in weights} == {0o666 & ~umask}
     reloaded = load_detector(ref, load_settings())
+    assert reloaded.decode_need() == InputNeed("size", reloaded.size)  # decoded to its input size, no more
     before, before_parts = fitted.score_array(images)
     after, after_parts = reloaded.score_array(images)
     np.testing.assert_array_equal(before, after)

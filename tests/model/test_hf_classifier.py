@@ -118,7 +118,7 @@ def test_multi_label_checkpoint_scores_with_a_sigmoid(tmp_path: Path) -> None:
     folder = build_tiny_siglip_checkpoint(tmp_path / "multi", labels=("photo", "ai_generated", "edited"))
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
-    detector = HFClassifier.load(folder, {}, "cpu", "fp32")
+    detector = HFClassifier.load(folder, load_settings(), {})
     images = tiny_images(3)
     with torch.no_grad():
         logits = detector.model(**detector.pixel_inputs(images)).logits
@@ -127,18 +127,18 @@ def test_multi_label_checkpoint_scores_with_a_sigmoid(tmp_path: Path) -> None:
 
 def test_a_folder_without_a_usable_checkpoint_is_a_detector_error(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(DetectorError, match="no Hugging Face checkpoint"):
-        HFClassifier.load(tmp_path / "missing", {}, "cpu", "fp32")
+        HFClassifier.load(tmp_path / "missing", load_settings(), {})
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     shutil.copy(checkpoint / "config.json", pickled)
     (pickled / "pytorch_model.bin").write_bytes(b"not unpickled, whatever it holds")
     with pytest.raises(DetectorError, match=r"pytorch_model.bin is pickled and is not loaded"):
-        HFClassifier.load(pickled, {}, "cpu", "fp32")
+        HFClassifier.load(pickled, load_settings(), {})
     corrupt = tmp_path / "corrupt"
     shutil.copytree(checkpoint, corrupt)
     (corrupt / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(DetectorError, match="cannot load the checkpoint"):
-        HFClassifier.load(corrupt, {}, "cpu", "fp32")
+        HFClassifier.load(corrupt, load_settings(), {})
 
 
 def test_missing_s3_detector_is_a_one_line_error(s3_service, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +153,7 @@ def test_missing_s3_detector_is_a_one_line_error(s3_service, s3_bucket: str, mon
 
 
 def test_large_batches_are_scored_in_chunks(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    detector = HFClassifier.load(checkpoint, {}, "cpu", "fp32")
+    detector = HFClassifier.load(checkpoint, load_settings(), {})
     images = tiny_images(5, seed=2)
     whole = [p.score for p in detector.predict(images)]
     monkeypatch.setattr(HFClassifier, "predict_batch_size", 2)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 import tests.worker_families  # noqa: F401  (registers test-brightness and test-bytes)
+from fakescan.catalog import DetectorRef
 from fakescan.db import scans
 from fakescan.db.engine import make_engine, make_sessionmaker
 from fakescan.db.models import Result, Scan, ScanItem, StoredObject
@@ -18,7 +19,7 @@ from fakescan.settings import load_settings
 from fakescan.storage import LocalStore
 from tests.services import free_port
 from tests.worker_support import CORRUPT_KINDS, corrupt_objects, detector_folder, image_bytes, ref_entry
-from worker import pipeline
+from worker import pipeline, stream
 from worker.pipeline import BatchCrashed, process_batch
 from worker.runtime import WorkerRuntime
 
@@ -41,9 +42,10 @@ def make_runtime(**overrides: object) -> WorkerRuntime:
     return WorkerRuntime.build(load_settings(**overrides))
 
 
-def create_scan(runtime: WorkerRuntime, root: Path, detectors: list[Path], keys: list[str],
+def create_scan(runtime: WorkerRuntime, root: Path, detectors: list[Path | DetectorRef], keys: list[str],
                 extra_ids: tuple[str, ...] = ()) -> tuple[int, dict[str, int]]:
-    """A scan whose items are ``keys`` (listing finished); ``extra_ids`` are objects outside the scan."""
+    """A scan whose items are ``keys`` (listing finished); ``extra_ids`` are objects outside the scan.
+    ``detectors``: detector folders, or refs as the catalog resolves them (provenance)."""
     store = LocalStore(root)
     with runtime.sessions.begin() as session:
         ids = {}
@@ -52,7 +54,8 @@ def create_scan(runtime: WorkerRuntime, root: Path, detectors: list[Path], keys:
             session.add(row)
             session.flush()
             ids[key] = row.id
-        scan_id = scans.create_scan(session, root.as_uri(), [ref_entry(folder) for folder in detectors], {})
+        entries = [ref_entry(item) if isinstance(item, Path) else item.as_json() for item in detectors]
+        scan_id = scans.create_scan(session, root.as_uri(), entries, {})
         scans.add_items(session, scan_id, 1, [ids[key] for key in keys])
         scans.finish_listing(session, scan_id)
     return scan_id, ids
@@ -199,10 +202,10 @@ def test_a_detector_raising_on_every_input_fails_the_batch_loudly(archive, tmp_p
 
 
 def test_a_bug_in_the_decoder_fails_loudly_instead_of_becoming_error_rows(archive, tmp_path, monkeypatch):
-    def buggy_decoder(data: bytes, max_pixels: int) -> None:
+    def buggy_decoder(image: object) -> None:
         raise TypeError("a bug, not bad input")
 
-    monkeypatch.setattr(pipeline, "decode_image", buggy_decoder)
+    monkeypatch.setattr(stream, "finish_decode", buggy_decoder)
     runtime = make_runtime()
     scan_id, ids = create_scan(runtime, archive, [detector_folder(tmp_path / "d", "bright")], ["img0.png"])
     with pytest.raises(BatchCrashed, match="a bug, not bad input"):

@@ -12,10 +12,19 @@ from typing import Callable, TypeVar
 
 from fakescan.catalog import DetectorRef, DuplicateName, family_info, local_folder
 from fakescan.settings import Settings
-from worker.detectors.base import Detector, Prediction, Preprocessing, Sample, Thresholds
+from worker.detectors.base import (
+    FULL_RESOLUTION,
+    NO_PIXELS,
+    Detector,
+    InputNeed,
+    Prediction,
+    Preprocessing,
+    Sample,
+    Thresholds,
+)
 
-__all__ = ["Detector", "Prediction", "Preprocessing", "Sample", "Thresholds", "register_family",
-           "detector_class", "load_detector"]
+__all__ = ["FULL_RESOLUTION", "NO_PIXELS", "Detector", "InputNeed", "Prediction", "Preprocessing", "Sample",
+           "Thresholds", "register_family", "detector_class", "load_detector"]
 
 _CLASSES: dict[str, type[Detector]] = {}
 D = TypeVar("D", bound=type[Detector])
@@ -46,6 +55,6 @@ def load_detector(ref: DetectorRef, settings: Settings) -> Detector:
     cls = detector_class(ref.family)
     folder = local_folder(ref, settings)
     manifest = dict(ref.manifest) or {"name": ref.name, "family": ref.family, "version": ref.version}
-    detector = cls.load(folder, manifest, settings.resolved_device(), settings.precision)
+    detector = cls.load(folder, settings, manifest)
     detector.name, detector.version = ref.name, ref.version
     return detector

@@ -3,6 +3,18 @@
 A detector has a name, a version, a preprocessing config and a batch ``predict`` returning, per
 image, a score in [0, 1] for "AI-generated" plus optional per-part scores. Families subclass
 :class:`Detector` and register with :func:`worker.detectors.register_family`.
+
+Contract v2 (what the worker pipeline relies on):
+
+- ``load(folder, settings, manifest)`` builds the detector from its folder and the worker's
+  settings object; a detector never reads the environment itself.
+- ``input_need()`` says what the detector reads: no pixels (file bytes only), pixels at least
+  ``side`` wide on each side, or full resolution. The pipeline decodes each object once for all
+  detectors of a scan, at the largest need (JPEG DCT scaling, early reduction of other formats).
+  A manifest with ``"full_resolution": true`` opts a sized detector out.
+- ``prepare(image)`` turns one decoded image into the detector's input (run in the decode
+  threads, so the decoded image is released at once); ``predict_inputs`` scores a chunk of them.
+  Families that only implement ``predict`` get the image itself as input.
 """
 
 from __future__ import annotations
@@ -12,11 +24,14 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Sequence
 
 from PIL import Image
 
 from fakescan.catalog import MANIFEST
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,32 @@ class Preprocessing:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class InputNeed:
+    """What a detector reads: ``none`` (file bytes only), ``size`` (each side at least ``side``
+    pixels: the decoder may scale down to that) or ``full`` (native resolution, no scaling)."""
+
+    kind: Literal["none", "size", "full"]
+    side: int = 0
+
+    @classmethod
+    def pixels(cls, size: Iterable[int]) -> "InputNeed":
+        """Enough pixels for a network input of ``size`` (height, width), whatever the orientation."""
+        return cls("size", max(int(side) for side in size))
+
+    @staticmethod
+    def largest(needs: Iterable["InputNeed"]) -> "InputNeed":
+        """The need that serves all of ``needs`` from one decode (``none`` when none reads pixels)."""
+        needs = [need for need in needs if need.kind != "none"]
+        if any(need.kind == "full" for need in needs):
+            return FULL_RESOLUTION
+        return InputNeed("size", max(need.side for need in needs)) if needs else NO_PIXELS
+
+
+NO_PIXELS = InputNeed("none")
+FULL_RESOLUTION = InputNeed("full")
 
 
 @dataclass(frozen=True)
@@ -72,11 +113,15 @@ class Prediction:
 
 @dataclass
 class Sample:
-    """One fetched object. ``image()`` decodes lazily, once, so metadata-only detectors never pay for pixels."""
+    """One fetched object. ``image()`` decodes lazily, once, so metadata-only detectors never pay for pixels.
+
+    For a detector that declares ``head_bytes``, ``data`` may be the object's head only; ``whole()``
+    reads the rest when the detector needs it (``rest`` is None when ``data`` is complete)."""
 
     uri: str
     data: bytes
     decoder: Any = None  # callable(bytes) -> PIL.Image (RGB), raising worker.decode.DecodeError
+    rest: Callable[[], bytes] | None = None
     _image: Image.Image | None = field(default=None, repr=False)
     _error: Exception | None = field(default=None, repr=False)
 
@@ -91,12 +136,26 @@ class Sample:
                 raise
         return self._image
 
+    @property
+    def complete(self) -> bool:
+        return self.rest is None
+
+    def whole(self) -> bytes:
+        """Every byte of the object (read once, on first use, when ``data`` was only its head)."""
+        if self.rest is not None:
+            self.data, self.rest = self.rest(), None
+        return self.data
+
 
 class Detector(ABC):
     """A loaded detector. Subclasses set ``family`` and implement ``predict`` (and ``load``/``save``)."""
 
     family: ClassVar[str]
-    needs_pixels: ClassVar[bool] = True
+    needs_pixels: ClassVar[bool] = True  # False: file bytes only (see input_need)
+    # True when prepare() returns the decoded image itself: it stays alive until its chunk is scored
+    prepare_keeps_image: ClassVar[bool] = True
+    # a metadata detector that can start from the object's first bytes (Sample.whole() reads the rest)
+    head_bytes: ClassVar[int | None] = None
 
     def __init__(self, name: str, version: str, manifest: dict[str, Any]) -> None:
         self.name = name
@@ -122,6 +181,25 @@ class Detector(ABC):
             predictions[position] = prediction
         return [p for p in predictions if p is not None]
 
+    def input_need(self) -> InputNeed:
+        """What the family reads; sized families override this (the default is the safe choice)."""
+        return FULL_RESOLUTION if self.needs_pixels else NO_PIXELS
+
+    def decode_need(self) -> InputNeed:
+        """``input_need`` unless the manifest opts out of scaled decoding (``"full_resolution": true``)."""
+        need = self.input_need()
+        if need.kind == "size" and self.manifest.get("full_resolution"):
+            return FULL_RESOLUTION
+        return need
+
+    def prepare(self, image: Image.Image) -> Any:
+        """One decoded RGB image as this detector's input (runs in a decode thread)."""
+        return image
+
+    def predict_inputs(self, inputs: Sequence[Any]) -> list[Prediction]:
+        """Score prepared inputs (what ``prepare`` returned), one :class:`Prediction` each, in order."""
+        return self.predict(inputs)
+
     def verdict(self, score: float | None) -> str | None:
         return self.thresholds.verdict(score)
 
@@ -131,8 +209,10 @@ class Detector(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "Detector":
-        """Build from a detector folder (already local; None for weightless families) on a device."""
+    def load(cls, folder: Path | None, settings: "Settings", manifest: dict[str, Any]) -> "Detector":
+        """Build from a detector folder (already local; None for weightless families) and its manifest,
+        on ``settings.resolved_device()`` at ``settings.precision``; everything configurable comes
+        from ``settings``, never from the environment."""
 
     def write_manifest(self, folder: Path) -> None:
         write_manifest(self.manifest, folder)

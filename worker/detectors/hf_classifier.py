@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
 from fakescan.errors import DetectorError
 from worker.detectors import register_family
-from worker.detectors.base import Detector, Prediction
+from worker.detectors.base import FULL_RESOLUTION, Detector, InputNeed, Prediction
+from worker.detectors.device import autocast, place, to_device
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 # Normalised (lower case, "_" and " " as "-") class names that mean AI-generated.
 FAKE_LABEL_NAMES = frozenset({
     "fake", "ai", "ai-generated", "ai-image", "artificial", "synthetic", "generated", "deepfake",
 })
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _normalise(label: str) -> str:
@@ -50,11 +54,15 @@ def fake_label_indices(id2label: Mapping[Any, str], override: str | Sequence[str
     return indices
 
 
-def autocast(device: str, precision: str) -> ContextManager[Any]:
-    """bf16/fp16 autocast on CUDA; CPU always runs fp32 (CPU half precision is slow and lossy)."""
-    if not device.startswith("cuda") or precision not in AUTOCAST_DTYPES:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
+def processor_need(processor: Any) -> InputNeed:
+    """The pixels an image processor keeps: its fixed size or shortest edge; full resolution when it
+    does not resize (or its size is of a kind not known here)."""
+    size = getattr(processor, "size", None)
+    if not getattr(processor, "do_resize", True) or size is None:
+        return FULL_RESOLUTION
+    get = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
+    sides = [int(value) for value in (get("height"), get("width"), get("shortest_edge")) if value]
+    return InputNeed("size", max(sides)) if sides else FULL_RESOLUTION
 
 
 def check_checkpoint_folder(folder: Path | None) -> Path:
@@ -113,11 +121,12 @@ class HFClassifier(Detector):
     """A transformers ``AutoModelForImageClassification`` checkpoint scoring P(AI-generated)."""
 
     predict_batch_size: ClassVar[int] = 32
+    prepare_keeps_image: ClassVar[bool] = False  # prepare() returns the processor's arrays
 
     def __init__(self, name: str, version: str, manifest: dict[str, Any], model: Any, processor: Any,
                  device: str = "cpu", precision: str = "fp32") -> None:
         super().__init__(name, version, manifest)
-        self.model = model.to(device).eval()
+        self.model = place(model, device, precision)
         self.processor = processor
         self.device = device
         self.precision = precision
@@ -126,14 +135,25 @@ class HFClassifier(Detector):
                                    or model.config.problem_type == "multi_label_classification")
 
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "HFClassifier":
+    def load(cls, folder: Path | None, settings: "Settings", manifest: dict[str, Any]) -> "HFClassifier":
         model, processor = load_checkpoint(folder)
         return cls(manifest.get("name", folder.name if folder else "hf"), str(manifest.get("version", "")),
-                   manifest, model, processor, device, precision)
+                   manifest, model, processor, settings.resolved_device(), settings.precision)
+
+    def input_need(self) -> InputNeed:
+        return processor_need(self.processor)
+
+    def prepare(self, image: Image.Image) -> dict[str, np.ndarray]:
+        """The processor's arrays for one image (resize, rescale, normalise run in a decode thread)."""
+        inputs = self.processor(images=[image.convert("RGB")], return_tensors="np")
+        return {key: value[0] for key, value in inputs.items() if isinstance(value, np.ndarray)}
 
     def pixel_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        inputs = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
-        return {key: value.to(self.device) for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+        return self.stacked([self.prepare(image) for image in images])
+
+    def stacked(self, prepared: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        return {key: to_device(torch.from_numpy(np.stack([item[key] for item in prepared])), self.device)
+                for key in prepared[0]}
 
     def fake_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """P(AI-generated) per row of logits."""
@@ -142,11 +162,14 @@ class HFClassifier(Detector):
             return logits.softmax(dim=-1)[:, self.fake_indices].sum(dim=-1)
         return logits.sigmoid()[:, self.fake_indices].amax(dim=-1)
 
-    @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        return self.predict_inputs([self.prepare(image) for image in images])
+
+    @torch.inference_mode()
+    def predict_inputs(self, prepared: Sequence[Any]) -> list[Prediction]:
         scores: list[float] = []
-        for start in range(0, len(images), self.predict_batch_size):  # bounds activation memory
-            inputs = self.pixel_inputs(images[start:start + self.predict_batch_size])
+        for start in range(0, len(prepared), self.predict_batch_size):  # bounds activation memory
+            inputs = self.stacked(prepared[start:start + self.predict_batch_size])
             with autocast(self.device, self.precision):
                 logits = self.model(**inputs).logits
             scores += self.fake_probabilities(logits).clamp(0.0, 1.0).cpu().tolist()

@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from PIL import Image
 from torch import nn
@@ -23,6 +23,9 @@ from fakescan.errors import DetectorError
 from worker.detectors import register_family
 from worker.detectors.base import Preprocessing
 from worker.detectors.hf_classifier import HFClassifier, load_checkpoint
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 WEIGHTS = "model.safetensors"
 SUPPORTED_CLASSES = ("SiglipForImageClassification",)
@@ -91,11 +94,11 @@ class Siglip2Detector(HFClassifier):
     """A fine-tuned SigLIP2 classifier; scoring is the hf-classifier's, loading checks the architecture."""
 
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "Siglip2Detector":
+    def load(cls, folder: Path | None, settings: "Settings", manifest: dict[str, Any]) -> "Siglip2Detector":
         model, processor = load_checkpoint(folder)
         check_architecture(model)
         return cls(manifest.get("name", folder.name if folder else "siglip2"), str(manifest.get("version", "")),
-                   manifest, model, processor, device, precision)
+                   manifest, model, processor, settings.resolved_device(), settings.precision)
 
     @classmethod
     def fine_tune(cls, data: str, out: Path, config: Any, settings: Any, command: str = "", name: str | None = None,

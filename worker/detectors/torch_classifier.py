@@ -8,11 +8,10 @@ return logits: (N, 2) for a softmax head (class 1 = fake) or (N, 1) for a sigmoi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +19,12 @@ from PIL import Image
 from torch import nn
 
 from fakescan.errors import DetectorError
-from worker.detectors.base import Detector, Prediction, Preprocessing
+from worker.detectors.base import Detector, InputNeed, Prediction, Preprocessing
+from worker.detectors.device import autocast, place, to_device
 from worker.training.config import Stage, TrainConfig
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 WEIGHTS = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
@@ -74,6 +77,7 @@ class TorchClassifier(Detector):
     threshold_objective: ClassVar[str] = "fixed"  # "macro-f1": training picks the threshold on validation
     class_weights_default: ClassVar[bool] = False  # weight the training loss by inverse class frequency
     predict_batch_size: ClassVar[int] = 64
+    prepare_keeps_image: ClassVar[bool] = False  # prepare() returns a small uint8 array at the network's size
     # inference options every family accepts besides its own (stored in the manifest's options)
     inference_options: ClassVar[dict[str, Any]] = {"flip_average": False}
 
@@ -83,7 +87,7 @@ class TorchClassifier(Detector):
         self.options = dict(manifest.get("options") or {})
         self.preprocessing = Preprocessing.from_json(manifest["preprocessing"])
         self.device, self.precision = device, precision
-        self.module = module.to(device).eval()
+        self.module = place(module, device, precision)
 
     # ---- what a family provides -------------------------------------------------------------
     @classmethod
@@ -134,7 +138,7 @@ class TorchClassifier(Detector):
         return {**known, **(options or {})}
 
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "TorchClassifier":
+    def load(cls, folder: Path | None, settings: "Settings", manifest: dict[str, Any]) -> "TorchClassifier":
         if folder is None:
             raise DetectorError(f"family {cls.family!r} needs a detector folder with {WEIGHTS}")
         module = cls.build_module(cls.complete_options(manifest.get("options")))
@@ -144,7 +148,7 @@ class TorchClassifier(Detector):
             raise DetectorError(f"{folder / WEIGHTS} does not fit the {cls.family} architecture in its manifest: "
                                 f"{str(error).splitlines()[0]}") from None
         return cls(manifest.get("name", folder.name), str(manifest.get("version", "")), manifest, module,
-                   device, precision)
+                   settings.resolved_device(), settings.precision)
 
     def save(self, folder: Path) -> Path:
         from safetensors.torch import save_file
@@ -156,28 +160,54 @@ class TorchClassifier(Detector):
         return folder / WEIGHTS
 
     # ---- inference --------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.startswith("cuda") and self.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+    def input_need(self) -> InputNeed:
+        return InputNeed.pixels(self.preprocessing.size)
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return resized_array(image, self.preprocessing)
+
+    def prepare_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """A decoded (3, H, W) uint8 tensor (on the GPU after device decoding) as the (h, w, 3) uint8
+        input ``prepare`` makes from a PIL image: antialiased bilinear, like Pillow's resize."""
+        height, width = self.preprocessing.size
+        if tuple(image.shape[1:]) != (height, width):
+            mode = "bicubic" if self.preprocessing.resample in ("bicubic", "lanczos") else "bilinear"
+            resized = nn.functional.interpolate(image[None].float(), size=(height, width), mode=mode,
+                                                antialias=mode != "nearest", align_corners=False)
+            image = resized[0].round_().clamp_(0, 255).to(torch.uint8)
+        return image.permute(1, 2, 0)
 
     def batches(self, images: Sequence[Image.Image]) -> Iterator[torch.Tensor]:
         for start in range(0, len(images), self.predict_batch_size):
-            chunk = images[start:start + self.predict_batch_size]
-            arrays = np.stack([resized_array(image, self.preprocessing) for image in chunk])
-            yield normalise(torch.from_numpy(arrays).to(self.device), self.preprocessing)
+            yield self.input_batch([self.prepare(image) for image in images[start:start + self.predict_batch_size]])
+
+    def input_batch(self, arrays: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """Prepared uint8 inputs as one normalised batch on the device (normalised there: 4x less to copy).
+
+        Inputs prepared on the device (``prepare_tensor``) are stacked there, host arrays copied."""
+        if all(isinstance(array, np.ndarray) for array in arrays):
+            return normalise(to_device(torch.from_numpy(np.stack(arrays)), self.device), self.preprocessing)
+        tensors = [array.to(self.device) if isinstance(array, torch.Tensor)
+                   else to_device(torch.tensor(array), self.device) for array in arrays]
+        return normalise(torch.stack(tensors), self.preprocessing)
 
     @torch.inference_mode()
-    def scores(self, images: Sequence[Image.Image]) -> list[float]:
+    def scores_of_inputs(self, arrays: Sequence[np.ndarray]) -> list[float]:
         found: list[float] = []
-        for batch in self.batches(images):
-            with self._autocast():
+        for start in range(0, len(arrays), self.predict_batch_size):
+            batch = self.input_batch(arrays[start:start + self.predict_batch_size])
+            with autocast(self.device, self.precision):
                 found += scored_batch(self.module, batch, bool(self.options.get("flip_average"))).cpu().tolist()
         return found
 
+    def scores(self, images: Sequence[Image.Image]) -> list[float]:
+        return self.scores_of_inputs([self.prepare(image) for image in images])
+
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
-        return [Prediction(score) for score in self.scores(images)]
+        return self.predict_inputs([self.prepare(image) for image in images])
+
+    def predict_inputs(self, inputs: Sequence[Any]) -> list[Prediction]:
+        return [Prediction(score) for score in self.scores_of_inputs(inputs)]
 
     def explain(self, image: Image.Image) -> dict[str, Image.Image]:
         from worker.detectors.overlays import heatmap_overlay

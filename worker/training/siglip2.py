@@ -30,7 +30,8 @@ from tqdm import tqdm
 from fakescan import catalog
 from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import Settings
-from worker.detectors.hf_classifier import autocast, fake_label_indices, load_checkpoint, quiet_transformers
+from worker.detectors.device import autocast
+from worker.detectors.hf_classifier import fake_label_indices, load_checkpoint, quiet_transformers
 from worker.detectors.siglip2 import (
     Siglip2Detector,
     check_architecture,

@@ -98,7 +98,8 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
         # not on Detector: trainable_class checked that this family defines fine_tune
         manifest = cls.fine_tune(  # type: ignore[attr-defined]
             data, out, config, settings, command=command, name=name, progress=progress)
-        return cls.load(out, manifest, config.device, config.precision)
+        return cls.load(out, settings.model_copy(update={"device": config.device, "precision": config.precision}),
+                        manifest)
     options = cls.complete_options(config.options)
     preprocessing = cls.preprocessing_for(options)
     _make_deterministic(config)

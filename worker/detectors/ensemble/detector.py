@@ -13,17 +13,20 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from fakescan.errors import DetectorError
 from worker.detectors import register_family
-from worker.detectors.base import Detector, Prediction
+from worker.detectors.base import Detector, InputNeed, Prediction
 from worker.detectors.ensemble.calibration import ScoreScale, to_detector_score, vote_method, weighted_vote
 from worker.detectors.ensemble.features import FeatureBank, to_array
 from worker.detectors.ensemble.members import Member, member_class
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 MEMBERS_DIR = "members"
 
@@ -58,14 +61,18 @@ class OneClassEnsemble(Detector):
         return [Prediction(float(scores[i]), {name: round(float(values[i]), 6) for name, values in parts.items()})
                 for i in range(len(images))]
 
+    def input_need(self) -> InputNeed:
+        return InputNeed("size", self.size)
+
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "OneClassEnsemble":
+    def load(cls, folder: Path | None, settings: "Settings", manifest: dict[str, Any]) -> "OneClassEnsemble":
         if folder is None or "ensemble" not in manifest:
             raise DetectorError("a one-class-ensemble detector needs its folder and an 'ensemble' manifest section "
                                 "(fit one with `fakescan fit-ensemble`)")
         members = {}
         for entry in manifest["ensemble"]["members"]:
-            members[entry["name"]] = member_class(entry["name"]).load(folder / MEMBERS_DIR, entry["config"], device)
+            members[entry["name"]] = member_class(entry["name"]).load(folder / MEMBERS_DIR, entry["config"],
+                                                                         settings.resolved_device())
         return cls(manifest["name"], str(manifest["version"]), manifest, members)
 
     def save(self, folder: Path) -> None:

@@ -11,7 +11,7 @@ that object; the other detectors of the scan still judge it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image
 
@@ -24,6 +24,10 @@ from worker.detectors.provenance.manifest import make_context, manifest_signals,
 from worker.detectors.provenance.signals import Signal, judge, parts
 from worker.detectors.provenance.texts import text_signals
 from worker.detectors.provenance.xmp import xmp_signals
+from worker.fetch import IncompleteRead
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 # between the weak camera evidence (0.3 -> real) and unsigned generator names (0.9 -> fake)
 THRESHOLDS = {"threshold": 0.5, "low": 0.35, "high": 0.65}
@@ -33,6 +37,11 @@ NO_METADATA = "no provenance metadata"
 @register_family("provenance")
 class ProvenanceDetector(Detector):
     needs_pixels = False
+    # A provenance-only scan reads this much of each object first (a ranged GET): a JPEG's metadata
+    # segments all precede its image data. The rest is read only when the head is not enough: a
+    # C2PA manifest (its hash binding covers the whole file), a head that ends inside the
+    # metadata, or another container (PNG/WebP text chunks may follow the pixel data).
+    head_bytes = 256 * 1024
 
     def __init__(self, name: str, version: str, manifest: dict[str, Any], trust_anchors_pem: str | None = None):
         super().__init__(name, version, {"thresholds": THRESHOLDS, **manifest})
@@ -40,11 +49,9 @@ class ProvenanceDetector(Detector):
         self._c2pa = make_context(trust_anchors_pem)
 
     @classmethod
-    def load(cls, folder: Path | None, manifest: dict[str, Any], device: str, precision: str) -> "ProvenanceDetector":
+    def load(cls, folder: Path | None, settings: "Settings", manifest: dict[str, Any]) -> "ProvenanceDetector":
         from fakescan.catalog import family_info, weightless_version
-        from fakescan.settings import load_settings  # the load contract carries no settings
 
-        settings = load_settings()
         # the version lives in fakescan.catalog (the scheduler keys results by it without importing
         # us) and covers the trust anchors: a worker configured with other anchors than the
         # scheduler's would label its judgements with a version that did not make them
@@ -61,11 +68,23 @@ class ProvenanceDetector(Detector):
         raise TypeError("the provenance detector reads file bytes, not pixels: call predict_samples")
 
     def predict_samples(self, samples: Sequence[Sample]) -> list[Prediction]:
-        return [self.inspect(sample.data) for sample in samples]
+        return [self.inspect_sample(sample) for sample in samples]
 
-    def inspect(self, data: bytes) -> Prediction:
+    def inspect_sample(self, sample: Sample) -> Prediction:
+        """Judge from the head when it holds all the evidence there is, else from the whole object."""
+        if not sample.complete:
+            head = _complete_jpeg_metadata(sample.data)
+            if head is not None:
+                return self.inspect(sample.data, head)
+            try:
+                sample.whole()
+            except IncompleteRead as error:
+                return Prediction(None, error=str(error))
+        return self.inspect(sample.data)
+
+    def inspect(self, data: bytes, meta: RawMetadata | None = None) -> Prediction:
         try:
-            meta = read_metadata(data)
+            meta = meta or read_metadata(data)
             signals, c2pa_record = self._signals(data, meta)
         except HostileMetadata as error:
             return Prediction(None, error=str(error))
@@ -94,6 +113,17 @@ class ProvenanceDetector(Detector):
         if meta.exif is not None:
             signals.extend(exif_signals(meta.exif))
         return signals, record
+
+
+def _complete_jpeg_metadata(head: bytes) -> RawMetadata | None:
+    """A JPEG head's metadata when the head reaches the image data and carries no C2PA manifest."""
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    try:
+        meta = read_metadata(head)
+    except HostileMetadata:  # the head ends inside the metadata (or it is hostile: the whole object says)
+        return None
+    return None if meta.has_c2pa else meta
 
 
 def _summary(finding: str, deciding: tuple[Signal, ...]) -> str:

@@ -1,0 +1,366 @@
+"""Benchmark: a scan against the model alone and against the naive loop, on photo-sized JPEGs.
+
+Run (from the repository root, on an otherwise idle machine if you can)::
+
+    nice -n 10 .venv/bin/python -m tests.benchmarks.bench_scan --baseline main
+
+What it does, all in one run:
+
+- writes photo-like JPEGs (``--photos-2mp`` at 1632x1224 and ``--photos-12mp`` at 4000x3000,
+  see :mod:`tests.benchmarks.photos`) and builds a SigLIP-base-sized image classifier with random
+  weights (transformers config: 12 layers, 768 wide, 224 px, ~93 M parameters);
+- **model alone**: random 224x224 tensors, batch 32, fp32, the model's forward only;
+- **naive loop**: the ten lines a user writes (open, ``convert("RGB")``, the checkpoint's own
+  image processor, one model call and one INSERT + COMMIT into SQLite per image);
+- **scan**: ``fakescan scan FOLDER --detector CKPT`` embedded, provenance off, in a child process
+  (so its peak RSS is the worker's); images/s is over the time its batches ran, without the model
+  load (which the worker logs): the rate a long scan runs at. The end-to-end rate (which also pays
+  the interpreter's start, the schema and the listing once) is printed per scan as well;
+- the same scan with the bundled compact CNN (``--cnn``, 32x32 input);
+- with ``--baseline REV``: the same two scans with the code of git revision ``REV`` (exported
+  with ``git archive`` to a temporary folder), so "today's code" is measured in the same run;
+- the score change of scaled decoding (DCT scaling / reduce) against a full decode, per detector,
+  on the generated photos and on ``--real-photos DIR`` when given (JPEGs of real photos);
+- int8 dynamic quantisation (``FAKESCAN_PRECISION=int8``): model-alone images/s and score change;
+  ``torch.compile`` of the model alone (``--compile``) and decode:inference thread splits
+  (``--threads 1:2 2:1``) as extra scans.
+
+Prints one table; every ratio is between figures of this run. Not a test: pytest does not collect it.
+On a CUDA machine: ``--device cuda --precision bf16 --gpu-decode`` produces the same table there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SIGLIP_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+               "image_size": 224, "patch_size": 16}
+
+# Runs inside the child: a plain `fakescan scan` (any version of the code), timed, with the model
+# load taken from the worker's own log line and the peak RSS of the process.
+CHILD = r"""
+import json, logging, sys, threading, time
+def status():
+    lines = (line.split(":", 1) for line in open("/proc/self/status"))
+    return {key: int(value.split()[0]) / 1024 for key, value in lines if value.strip().endswith("kB")}
+import torch  # the scan imports it anyway; its libraries alone are a large part of a worker's RSS
+torch_rss = status()["VmRSS"]
+peak_anon = [0.0]
+def sample():
+    while True:
+        peak_anon[0] = max(peak_anon[0], status()["RssAnon"])
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
+records = []
+class Grab(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("loaded detector"):
+            records.append(float(record.args[-1]))
+logging.getLogger("worker.cache").addHandler(Grab())
+logging.getLogger("worker.cache").setLevel(logging.INFO)
+import worker.inprocess  # the embedded dispatcher: time the batches it runs (the worker's share of the scan)
+batch_seconds = [0.0]
+run_batch = worker.inprocess.process_batch
+def timed_batch(*args, **kwargs):
+    begun = time.perf_counter()
+    try:
+        return run_batch(*args, **kwargs)
+    finally:
+        batch_seconds[0] += time.perf_counter() - begun
+worker.inprocess.process_batch = timed_batch
+from fakescan.cli import main
+started = time.perf_counter()
+code = main(sys.argv[1:])
+seconds = time.perf_counter() - started
+# VmHWM, not getrusage: ru_maxrss carries the parent's peak across fork+exec on Linux
+figures = {"code": code, "seconds": seconds, "batch_seconds": batch_seconds[0], "load_seconds": sum(records),
+           "max_rss_mb": status()["VmHWM"],
+           "max_anon_mb": peak_anon[0], "torch_rss_mb": torch_rss}
+print("BENCH " + json.dumps(figures))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos-2mp", type=int, default=32)
+    parser.add_argument("--photos-12mp", type=int, default=32)
+    parser.add_argument("--photos-dir", type=Path, help="reuse generated photos between runs (created if missing)")
+    parser.add_argument("--baseline", metavar="REV", help="also scan with the code of this git revision (e.g. main)")
+    parser.add_argument("--cnn", default="default", help="the compact CNN detector (name or folder)")
+    parser.add_argument("--real-photos", type=Path, help="a folder of real-photo JPEGs for the score-change check")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the model alone")
+    parser.add_argument("--threads", type=_split, nargs="*", default=[], metavar="DECODE:INFERENCE",
+                        help="also scan SigLIP-base with these decode:inference thread counts, e.g. 1:2 2:1")
+    parser.add_argument("--large-pngs", type=int, default=8, metavar="N",
+                        help="peak RSS of one batch of N small 7999x7999 PNGs, with and without the pixel budget")
+    parser.add_argument("--score-images", type=int, default=48, metavar="N",
+                        help="at most N images per set for the score-change checks")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--gpu-decode", action="store_true", help="with --device cuda: also scan with nvJPEG decoding")
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fakescan-bench-scan-") as scratch:
+        run(args, Path(scratch))
+
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
+    import torch
+
+    from tests.benchmarks.photos import write_photos
+
+    photos_dir = args.photos_dir or scratch / "photos"
+    started = time.perf_counter()
+    paths = write_photos(photos_dir, {"2mp": args.photos_2mp, "12mp": args.photos_12mp})
+    print(f"photos: {len(paths)} JPEGs in {photos_dir} ({time.perf_counter() - started:.0f}s to write), "
+          f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
+    checkpoint = build_siglip_base(scratch / "siglip-base")
+    rows: list[tuple[str, str]] = []
+    env = {"FAKESCAN_DEVICE": args.device, "FAKESCAN_PRECISION": args.precision}
+
+    model_alone = model_alone_rate(checkpoint, len(paths), args.device, args.precision)
+    rows.append((f"SigLIP-base model alone (random 224x224, batch 32, {args.precision})", f"{model_alone:.2f} img/s"))
+    naive = naive_loop_rate(checkpoint, paths, scratch / "naive.db", args.device)
+    rows.append(("naive 10-line loop", f"{naive:.2f} img/s"))
+    scan = scan_rate(REPO, photos_dir, str(checkpoint), scratch / "home-siglip", env)
+    rows.append(("fakescan scan, SigLIP-base", f"{scan['rate']:.2f} img/s = {scan['rate'] / model_alone:.2f}x model "
+                 f"alone, {scan['rate'] / naive:.2f}x naive; {memory(scan)}"))
+    if args.gpu_decode:
+        gpu = scan_rate(REPO, photos_dir, str(checkpoint), scratch / "home-siglip-gpu",
+                        {**env, "FAKESCAN_GPU_DECODE": "true"})
+        rows.append(("fakescan scan, SigLIP-base, JPEGs decoded on the GPU", f"{gpu['rate']:.2f} img/s = "
+                     f"{gpu['rate'] / model_alone:.2f}x model alone; peak RSS {gpu['max_rss_mb']:.0f} MB"))
+    cnn = scan_rate(REPO, photos_dir, args.cnn, scratch / "home-cnn", env)
+    rows.append(("fakescan scan, compact CNN", f"{cnn['rate']:.2f} img/s; {memory(cnn)}"))
+    if args.baseline:
+        old_tree = export_revision(args.baseline, scratch / "baseline")
+        old_cnn = scan_rate(old_tree, photos_dir, args.cnn, scratch / "home-cnn-old", env)
+        rows.append((f"  {args.baseline}: compact CNN", f"{old_cnn['rate']:.2f} img/s -> now "
+                     f"{cnn['rate'] / old_cnn['rate']:.1f}x; {memory(old_cnn)}"))
+        old = scan_rate(old_tree, photos_dir, str(checkpoint), scratch / "home-siglip-old", env)
+        rows.append((f"  {args.baseline}: SigLIP-base", f"{old['rate']:.2f} img/s = {old['rate'] / model_alone:.2f}x "
+                     f"model alone -> now {scan['rate'] / old['rate']:.2f}x; {memory(old)}"))
+    if args.threads:
+        for decode, inference in args.threads:
+            threads = {"FAKESCAN_DECODE_THREADS": str(decode), "FAKESCAN_INFERENCE_THREADS": str(inference)}
+            split = scan_rate(REPO, photos_dir, str(checkpoint), scratch / f"home-t{decode}{inference}",
+                              {**env, **threads})
+            rows.append((f"  SigLIP scan, {decode} decode / {inference} inference threads",
+                         f"{split['rate']:.2f} img/s = {split['rate'] / scan['rate']:.2f}x the default split"))
+    if args.device == "cpu":
+        int8 = model_alone_rate(checkpoint, len(paths), "cpu", "int8")
+        rows.append(("SigLIP-base model alone, int8 dynamic", f"{int8:.2f} img/s = {int8 / model_alone:.2f}x fp32"))
+    if args.compile:
+        try:
+            compiled, compile_seconds = compiled_rate(checkpoint, len(paths))
+            rows.append(("SigLIP-base model alone, torch.compile", f"{compiled:.2f} img/s = "
+                         f"{compiled / model_alone:.2f}x eager (compiling took {compile_seconds:.0f}s)"))
+        except Exception as error:  # inductor needs a C compiler and Triton/OpenMP headers
+            rows.append(("SigLIP-base model alone, torch.compile", f"failed: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:120]}"))
+    if args.large_pngs:
+        old_tree = export_revision(args.baseline, scratch / "baseline") if args.baseline else None
+        rows += pixel_budget_rows(scratch, args.large_pngs, args.cnn, env, old_tree)
+    rows += score_changes(checkpoint, args.cnn, paths, args.real_photos, args.score_images)
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def memory(figures: dict[str, float]) -> str:
+    return (f"end to end {figures['end_to_end_rate']:.2f} img/s; peak RSS {figures['max_rss_mb']:.0f} MB "
+            f"(anonymous {figures['max_anon_mb']:.0f} MB; {figures['torch_rss_mb']:.0f} MB after import torch)")
+
+
+def build_siglip_base(folder: Path) -> Path:
+    """A SigLIP-base-sized SiglipForImageClassification (random weights) and its processor, saved."""
+    import torch
+    from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor
+
+    config = SiglipConfig(vision_config=SIGLIP_BASE,
+                          text_config={"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37,
+                                       "num_hidden_layers": 1, "num_attention_heads": 2},
+                          num_labels=2, id2label={0: "real", 1: "fake"}, label2id={"real": 0, "fake": 1})
+    torch.manual_seed(0)
+    model = SiglipForImageClassification(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    processor = SiglipImageProcessor(size={"height": 224, "width": 224}, resample=2, image_mean=[0.5] * 3,
+                                     image_std=[0.5] * 3, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                                     do_resize=True)
+    processor.save_pretrained(folder)
+    parameters = sum(p.numel() for part in (model.vision_model, model.classifier) for p in part.parameters())
+    print(f"SigLIP-base-sized checkpoint: {parameters / 1e6:.1f} M parameters (vision tower + head)", flush=True)
+    return folder
+
+
+def load_model(checkpoint: Path, device: str, precision: str) -> Any:
+    from transformers import AutoModelForImageClassification
+
+    from worker.detectors.device import place
+
+    model = AutoModelForImageClassification.from_pretrained(checkpoint, local_files_only=True)
+    return place(model, device, precision)
+
+
+def model_alone_rate(checkpoint: Path, count: int, device: str, precision: str) -> float:
+    import torch
+
+    from worker.detectors.device import autocast
+
+    model = load_model(checkpoint, device, precision)
+    batch = torch.randn(32, 3, 224, 224, device=device)
+    with torch.inference_mode(), autocast(device, precision):
+        model(pixel_values=batch[:4])  # warm-up
+        started, done = time.perf_counter(), 0
+        while done < count:
+            model(pixel_values=batch).logits.float().cpu()
+            done += len(batch)
+    return done / (time.perf_counter() - started)
+
+
+def compiled_rate(checkpoint: Path, count: int) -> tuple[float, float]:
+    import torch
+
+    model = torch.compile(load_model(checkpoint, "cpu", "fp32"))
+    batch = torch.randn(32, 3, 224, 224)
+    with torch.inference_mode():
+        started = time.perf_counter()
+        model(pixel_values=batch)
+        compile_seconds = time.perf_counter() - started
+        started, done = time.perf_counter(), 0
+        while done < count:
+            model(pixel_values=batch).logits.float()
+            done += len(batch)
+    return done / (time.perf_counter() - started), compile_seconds
+
+
+def naive_loop_rate(checkpoint: Path, paths: list[Path], database: Path, device: str) -> float:
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(checkpoint).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(checkpoint)
+    db = sqlite3.connect(database)
+    db.execute("CREATE TABLE results (path TEXT, score REAL)")
+    started = time.perf_counter()
+    for path in paths:  # the ten lines
+        image = Image.open(path).convert("RGB")
+        inputs = processor(images=image, return_tensors="pt").to(device)
+        with torch.no_grad():
+            score = model(**inputs).logits.softmax(-1)[0, 1].item()
+        db.execute("INSERT INTO results VALUES (?, ?)", (str(path), score))
+        db.commit()
+    rate = len(paths) / (time.perf_counter() - started)
+    db.close()
+    return rate
+
+
+def scan_rate(tree: Path, photos: Path, detector: str, home: Path, env: dict[str, str]) -> dict[str, float]:
+    """One embedded ``fakescan scan`` in a child process running the code in ``tree``."""
+    child_env = {**os.environ, **env, "PYTHONPATH": str(tree), "FAKESCAN_HOME": str(home),
+                 "FAKESCAN_SCAN_PROVENANCE": "false", "FAKESCAN_BATCH_SIZE": "32", "FAKESCAN_LOG_LEVEL": "WARNING"}
+    child_env.pop("FAKESCAN_DATABASE_URL", None)
+    child_env.pop("FAKESCAN_BROKER_URL", None)
+    result = subprocess.run([sys.executable, "-c", CHILD, "scan", str(photos), "--detector", detector],
+                            cwd=tree, env=child_env, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
+    if result.returncode != 0 or not lines:
+        raise SystemExit(f"scan in {tree} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    figures = json.loads(lines[-1][len("BENCH "):])
+    count = sum(1 for path in photos.rglob("*") if path.is_file())
+    # the worker's throughput: the batches' time without the model load (what a long scan runs at);
+    # end to end it also pays the interpreter's start, the schema and the listing once per scan
+    figures["rate"] = count / (figures["batch_seconds"] - figures["load_seconds"])
+    figures["end_to_end_rate"] = count / (figures["seconds"] - figures["load_seconds"])
+    print(f"  scan {detector} ({tree.name}): {figures}", flush=True)
+    return figures
+
+
+def pixel_budget_rows(scratch: Path, count: int, cnn: str, env: dict[str, str],
+                      old_tree: Path | None) -> list[tuple[str, str]]:
+    """Peak RSS of a batch of ``count`` 64 MP PNGs (a few KB each) with the default budget and without one."""
+    from PIL import Image
+
+    folder = scratch / "large-pngs"
+    folder.mkdir()
+    for index in range(count):
+        Image.new("RGB", (7999, 7999), (index * 20 % 256, 90, 160)).save(folder / f"{index}.png", compress_level=9)
+    size = sum(path.stat().st_size for path in folder.iterdir()) // count
+    budget = scan_rate(REPO, folder, cnn, scratch / "home-png-budget", env)
+    unbounded = scan_rate(REPO, folder, cnn, scratch / "home-png-unbounded",
+                          {**env, "FAKESCAN_PIXEL_BUDGET": str(10**12)})
+    rows = [(f"batch of {count} 7999x7999 PNGs ({size // 1024} KB each), compact CNN",
+             f"with the pixel budget {memory(budget)}; without {memory(unbounded)}")]
+    if old_tree is not None:
+        old = scan_rate(old_tree, folder, cnn, scratch / "home-png-old", env)
+        rows.append((f"  {old_tree.name} code, same batch", memory(old)))
+    return rows
+
+
+def export_revision(revision: str, folder: Path) -> Path:
+    if folder.exists():
+        return folder
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Path | None,
+                  limit: int = 48) -> list[tuple[str, str]]:
+    """Largest and mean |score(scaled decode) - score(full decode)| per detector, and verdict flips."""
+    import numpy as np
+
+    from fakescan import catalog
+    from fakescan.settings import load_settings
+    from worker.decode import decode_image
+    from worker.detectors import load_detector
+
+    settings = load_settings(scan_provenance=False)
+    rows = []
+    detectors = {"SigLIP-base (random weights)": load_detector(catalog.resolve(str(checkpoint), settings), settings),
+                 "compact CNN": load_detector(catalog.resolve(cnn, settings), settings)}
+    int8 = load_detector(catalog.resolve(str(checkpoint), settings),
+                         load_settings(scan_provenance=False, precision="int8"))
+    sets = {"generated photos": paths[::2][:limit]}
+    if real_photos:
+        sets["real photos"] = sorted(real_photos.rglob("*.jpg"))[:limit]
+    for set_name, files in sets.items():
+        blobs = [file.read_bytes() for file in files]
+        for name, detector in detectors.items():
+            need = detector.decode_need()
+            full = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels) for b in blobs])]
+            scaled = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels, need.side)
+                                                         for b in blobs])]
+            change = np.abs(np.array(full) - np.array(scaled))
+            flips = sum(detector.verdict(a) != detector.verdict(b) for a, b in zip(full, scaled, strict=True))
+            rows.append((f"score change, scaled vs full decode: {name}, {set_name} ({len(files)})",
+                         f"max {change.max():.4f}, mean {change.mean():.4f}, verdicts changed {flips}"))
+        if set_name == "generated photos":
+            base = detectors["SigLIP-base (random weights)"]
+            images = [decode_image(b, settings.max_image_pixels, 224) for b in blobs]
+            fp32 = np.array([p.score for p in base.predict(images)])
+            quantised = np.array([p.score for p in int8.predict(images)])
+            rows.append((f"score change, int8 vs fp32: SigLIP-base, {set_name}",
+                         f"max {np.abs(fp32 - quantised).max():.4f}, mean {np.abs(fp32 - quantised).mean():.4f}"))
+    return rows
+
+
+def _split(value: str) -> tuple[int, int]:
+    decode, _, inference = value.partition(":")
+    return int(decode), int(inference)
+
+
+if __name__ == "__main__":
+    main()

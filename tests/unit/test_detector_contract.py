@@ -1,0 +1,94 @@
+"""Detector contract v2 and the device/precision choices, checked on CPU (CUDA calls are only recorded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fakescan.catalog import resolve
+from fakescan.errors import DetectorError
+from fakescan.settings import load_settings
+from worker.detectors import FULL_RESOLUTION, NO_PIXELS, InputNeed, load_detector
+from worker.detectors.device import autocast, place, to_device
+from worker.detectors.hf_classifier import processor_need
+
+
+def test_every_built_in_family_declares_what_it_reads():
+    settings = load_settings()
+    assert load_detector(resolve("provenance", settings), settings).decode_need() == NO_PIXELS
+    assert load_detector(resolve("default", settings), settings).decode_need() == InputNeed("size", 32)
+
+
+def test_the_provenance_detector_takes_its_trust_anchors_from_the_settings_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAKESCAN_C2PA_TRUST_ANCHORS", raising=False)
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    plain = load_settings()
+    configured = load_settings(c2pa_trust_anchors=anchors)
+    ref = resolve("provenance", configured)
+    detector = load_detector(ref, configured)
+    assert detector.trusts_anchors and detector.version == ref.version != resolve("provenance", plain).version
+
+
+def test_image_processors_declare_the_size_they_keep():
+    from transformers import SiglipImageProcessor, ViTImageProcessor
+
+    assert processor_need(SiglipImageProcessor(size={"height": 224, "width": 224})) == InputNeed("size", 224)
+    assert processor_need(ViTImageProcessor(size={"shortest_edge": 256})) == InputNeed("size", 256)
+    assert processor_need(SiglipImageProcessor(do_resize=False)) == FULL_RESOLUTION
+
+
+def test_int8_quantises_the_linear_layers_on_cpu_and_is_refused_on_cuda():
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    module(torch.zeros(1, 3, 8, 8))
+    placed = place(module, "cpu", "int8")
+    assert type(placed[2]).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    assert isinstance(placed[0], nn.Conv2d)  # dynamic quantisation leaves convolutions in fp32
+    assert not placed.training
+    with pytest.raises(DetectorError, match="CPU precision"):
+        place(nn.Linear(2, 2), "cuda", "int8")
+
+
+def test_cpu_inputs_stay_where_they_are_and_cuda_inputs_are_pinned_and_copied_without_blocking():
+    batch = torch.zeros(2, 3)
+    assert to_device(batch, "cpu") is batch
+
+    class Recorder:
+        calls: list[tuple[str, object]] = []
+
+        def pin_memory(self) -> "Recorder":
+            self.calls.append(("pin_memory", None))
+            return self
+
+        def to(self, device: str, non_blocking: bool = False) -> "Recorder":
+            self.calls.append(("to", (device, non_blocking)))
+            return self
+
+    to_device(Recorder(), "cuda:0")  # type: ignore[arg-type]
+    assert Recorder.calls == [("pin_memory", None), ("to", ("cuda:0", True))]
+
+
+def test_autocast_only_on_cuda_at_half_precision():
+    assert not isinstance(autocast("cpu", "bf16"), torch.autocast)
+    assert not isinstance(autocast("cuda", "fp32"), torch.autocast)
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else _no_warning():
+        chosen = autocast("cuda", "bf16")
+    assert isinstance(chosen, torch.autocast) and chosen.fast_dtype == torch.bfloat16
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_a_family_without_a_declared_size_is_decoded_at_full_resolution(tmp_path: Path):
+    import tests.worker_families  # noqa: F401
+    from tests.worker_support import detector_folder
+
+    settings = load_settings()
+    detector = load_detector(resolve(str(detector_folder(tmp_path, "bright")), settings), settings)
+    assert detector.decode_need() == FULL_RESOLUTION

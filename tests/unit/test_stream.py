@@ -1,0 +1,133 @@
+"""The overlapped batch: one scaled decode per object for every detector, a pixel budget per process."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tests.worker_families  # noqa: F401  (registers the test families)
+from tests.unit.test_pipeline import create_scan, make_runtime, results
+from tests.worker_support import detector_folder
+from worker import stream
+from worker.detectors import FULL_RESOLUTION, NO_PIXELS, InputNeed
+from worker.pipeline import process_batch
+from worker.stream import PixelBudget
+
+
+def photo(width: int, height: int, seed: int = 0, fmt: str = "JPEG") -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_the_largest_need_serves_every_detector_and_full_resolution_wins():
+    assert InputNeed.largest([NO_PIXELS, InputNeed("size", 32), InputNeed("size", 224)]) == InputNeed("size", 224)
+    assert InputNeed.largest([InputNeed("size", 32), FULL_RESOLUTION]) == FULL_RESOLUTION
+    assert InputNeed.largest([NO_PIXELS]) == NO_PIXELS
+    assert InputNeed.pixels((224, 160)) == InputNeed("size", 224)  # orientation may swap the sides
+
+
+def test_the_budget_admits_one_oversized_image_alone_and_makes_others_wait():
+    budget = PixelBudget(100)
+    assert budget.acquire(500) == 500  # alone: granted although over the limit
+    entered = threading.Event()
+
+    def second() -> None:
+        budget.acquire(10)
+        entered.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.1)
+    assert not entered.is_set() and budget.waiting == 1
+    budget.release(500)
+    thread.join(timeout=5)
+    assert entered.is_set() and budget.in_flight == 10 and budget.peak == 500
+
+
+def scan_folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    root = tmp_path / "archive"
+    root.mkdir()
+    for key, data in files.items():
+        (root / key).write_bytes(data)
+    return root
+
+
+def test_one_scaled_decode_serves_every_detector_of_the_scan(tmp_path, monkeypatch):
+    root = scan_folder(tmp_path, {"a.jpg": photo(400, 300), "b.png": photo(400, 300, fmt="PNG")})
+    decodes = []
+    real_finish = stream.finish_decode
+    monkeypatch.setattr(stream, "finish_decode", lambda image: decodes.append(image.size) or real_finish(image))
+    runtime = make_runtime()
+    small = detector_folder(tmp_path / "d", "small", family="test-sized", side=32)
+    large = detector_folder(tmp_path / "d", "large", family="test-sized", side=64)
+    scan_id, ids = create_scan(runtime, root, [small, large], ["a.jpg", "b.png"])
+    process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+    rows = results(runtime)
+    assert len(decodes) == 2  # one decode per object, not per detector
+    # JPEG: DCT scaling to 1/4 (100x75), the smallest scale with both sides >= 64
+    assert rows[("a.jpg", "small")].evidence == rows[("a.jpg", "large")].evidence == {"decoded": [100, 75]}
+    # PNG: decoded whole, then box-reduced by 4 (300 // 64) before any conversion
+    assert rows[("b.png", "small")].evidence == {"decoded": [100, 75]}
+
+
+def test_a_detector_opts_out_of_scaled_decoding(tmp_path):
+    root = scan_folder(tmp_path, {"a.jpg": photo(400, 300)})
+    runtime = make_runtime()
+    small = detector_folder(tmp_path / "d", "small", family="test-sized", side=32)
+    native = detector_folder(tmp_path / "d", "native", family="test-sized", side=32, full_resolution=True)
+    scan_id, ids = create_scan(runtime, root, [small, native], ["a.jpg"])
+    process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+    assert results(runtime)[("a.jpg", "small")].evidence == {"decoded": [400, 300]}
+
+
+def test_images_kept_for_a_full_resolution_detector_never_deadlock_the_budget(tmp_path):
+    files = {f"{index}.png": photo(64 + index, 48, seed=index, fmt="PNG") for index in range(6)}
+    root = scan_folder(tmp_path, files)
+    runtime = make_runtime(pixel_budget=1, inference_chunk=4, decode_threads=2)  # every image is over budget
+    bright = detector_folder(tmp_path / "d", "bright")  # full resolution: its input is the decoded image
+    scan_id, ids = create_scan(runtime, root, [bright], sorted(files))
+    finished = threading.Event()
+
+    def run() -> None:
+        process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+        finished.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert finished.wait(timeout=60), "the batch waited for ever on its own pixels"
+    budget = runtime.cache.pixel_budget()
+    assert budget.in_flight == 0 and budget.peak == max(w * 48 for w in range(64, 70))  # one image at a time
+    assert all(row.status == "ok" for row in results(runtime).values())
+
+
+def test_budget_held_by_a_failed_batch_is_given_back(tmp_path, monkeypatch):
+    root = scan_folder(tmp_path, {f"{index}.png": photo(40, 40, seed=index, fmt="PNG") for index in range(5)})
+    runtime = make_runtime(inference_chunk=2)
+    bright = detector_folder(tmp_path / "d", "bright", always_raise=True)
+    scan_id, ids = create_scan(runtime, root, [bright], sorted(p.name for p in root.iterdir()))
+    with pytest.raises(Exception, match="broken"):
+        process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+    assert runtime.cache.pixel_budget().in_flight == 0
+
+
+def test_intra_op_threads_follow_the_setting_or_the_size_of_the_network():
+    import torch
+
+    from fakescan.settings import available_cpus, load_settings
+    from worker.cache import set_inference_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_inference_threads(load_settings(), InputNeed("size", 32)) == 1 == torch.get_num_threads()
+        assert set_inference_threads(load_settings(), InputNeed("size", 224)) == available_cpus()
+        assert set_inference_threads(load_settings(), FULL_RESOLUTION) == available_cpus()
+        assert set_inference_threads(load_settings(inference_threads=3), InputNeed("size", 32)) == 3
+    finally:
+        torch.set_num_threads(before)
