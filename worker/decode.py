@@ -65,7 +65,13 @@ def open_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Ope
     if not data:
         raise DecodeError("empty", "the object has 0 bytes")
     _configure_pillow(max_pixels)
-    return OpenedImage(_opened(data, max_pixels, min_side), data, max_pixels, min_side)
+    try:
+        return OpenedImage(_opened(data, max_pixels, min_side), data, max_pixels, min_side)
+    except DecodeError:
+        stripped = png_without_text(data)  # hostile PNG text is provenance's business, not the pixels'
+        if stripped is None:
+            raise
+        return OpenedImage(_opened(stripped, max_pixels, min_side), stripped, max_pixels, min_side)
 
 
 def finish_decode(opened: OpenedImage) -> Image.Image:
@@ -76,8 +82,7 @@ def finish_decode(opened: OpenedImage) -> Image.Image:
         stripped = png_without_text(opened.data)
         if stripped is None:
             raise
-        # hostile PNG text is provenance's business, not the pixels'
-        image = _loaded(_opened(stripped, opened.max_pixels, opened.min_side))
+        image = _loaded(_opened(stripped, opened.max_pixels, opened.min_side))  # text after the header
     return to_rgb(to_srgb(_upright(reduced(image, opened.min_side))))
 
 
