@@ -326,6 +326,7 @@ def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Pa
     from fakescan.settings import load_settings
     from worker.decode import decode_image
     from worker.detectors import load_detector
+    from worker.stream import decode_side
 
     settings = load_settings(scan_provenance=False)
     rows = []
@@ -339,9 +340,9 @@ def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Pa
     for set_name, files in sets.items():
         blobs = [file.read_bytes() for file in files]
         for name, detector in detectors.items():
-            need = detector.decode_need()
+            side = decode_side(detector.decode_need())  # what a scan decodes for this detector alone
             full = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels) for b in blobs])]
-            scaled = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels, need.side)
+            scaled = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels, side)
                                                          for b in blobs])]
             change = np.abs(np.array(full) - np.array(scaled))
             flips = sum(detector.verdict(a) != detector.verdict(b) for a, b in zip(full, scaled, strict=True))

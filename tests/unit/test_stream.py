@@ -27,6 +27,12 @@ def photo(width: int, height: int, seed: int = 0, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
+def test_small_networks_are_decoded_with_headroom():
+    assert stream.decode_side(InputNeed("size", 32)) == 128
+    assert stream.decode_side(InputNeed("size", 224)) == 224
+    assert stream.decode_side(FULL_RESOLUTION) is None
+
+
 def test_the_largest_need_serves_every_detector_and_full_resolution_wins():
     assert InputNeed.largest([NO_PIXELS, InputNeed("size", 32), InputNeed("size", 224)]) == InputNeed("size", 224)
     assert InputNeed.largest([InputNeed("size", 32), FULL_RESOLUTION]) == FULL_RESOLUTION
@@ -61,7 +67,7 @@ def scan_folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
 
 
 def test_one_scaled_decode_serves_every_detector_of_the_scan(tmp_path, monkeypatch):
-    root = scan_folder(tmp_path, {"a.jpg": photo(400, 300), "b.png": photo(400, 300, fmt="PNG")})
+    root = scan_folder(tmp_path, {"a.jpg": photo(2000, 1500), "b.png": photo(2000, 1500, fmt="PNG")})
     decodes = []
     real_finish = stream.finish_decode
     monkeypatch.setattr(stream, "finish_decode", lambda image: decodes.append(image.size) or real_finish(image))
@@ -72,20 +78,21 @@ def test_one_scaled_decode_serves_every_detector_of_the_scan(tmp_path, monkeypat
     process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
     rows = results(runtime)
     assert len(decodes) == 2  # one decode per object, not per detector
-    # JPEG: DCT scaling to 1/4 (100x75), the smallest scale with both sides >= 64
-    assert rows[("a.jpg", "small")].evidence == rows[("a.jpg", "large")].evidence == {"decoded": [100, 75]}
-    # PNG: decoded whole, then box-reduced by 4 (300 // 64) before any conversion
-    assert rows[("b.png", "small")].evidence == {"decoded": [100, 75]}
+    # the largest need is 64 px, decoded with 4x headroom (a network under 128 px, see decode_side):
+    # JPEG: DCT scaling to 1/4 (500x375), the smallest scale with both sides >= 256
+    assert rows[("a.jpg", "small")].evidence == rows[("a.jpg", "large")].evidence == {"decoded": [500, 375]}
+    # PNG: decoded whole, then box-reduced by 5 (1500 // 256) before any conversion
+    assert rows[("b.png", "small")].evidence == {"decoded": [400, 300]}
 
 
 def test_a_detector_opts_out_of_scaled_decoding(tmp_path):
-    root = scan_folder(tmp_path, {"a.jpg": photo(400, 300)})
+    root = scan_folder(tmp_path, {"a.jpg": photo(2000, 1500)})
     runtime = make_runtime()
     small = detector_folder(tmp_path / "d", "small", family="test-sized", side=32)
     native = detector_folder(tmp_path / "d", "native", family="test-sized", side=32, full_resolution=True)
     scan_id, ids = create_scan(runtime, root, [small, native], ["a.jpg"])
     process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
-    assert results(runtime)[("a.jpg", "small")].evidence == {"decoded": [400, 300]}
+    assert results(runtime)[("a.jpg", "small")].evidence == {"decoded": [2000, 1500]}
 
 
 def test_images_kept_for_a_full_resolution_detector_never_deadlock_the_budget(tmp_path):
