@@ -128,7 +128,7 @@ def uses_device_decode(enabled: bool, device: str, detectors: Sequence[Any]) -> 
     """Decode on the device only on a CUDA worker that asked for it, when every pixel detector of the
     scan takes a device tensor (``prepare_tensor``): the others want PIL images on the host."""
     return (enabled and device.startswith("cuda") and bool(detectors)
-            and all(hasattr(detector, "prepare_tensor") for detector in detectors))
+            and all(callable(getattr(detector, "prepare_tensor", None)) for detector in detectors))
 
 
 def device_decoded_chunks(fetches: Sequence[Any], detectors: Sequence[Any], device: str, max_pixels: int,

@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--photos-12mp", type=int, default=32)
     parser.add_argument("--photos-dir", type=Path, help="reuse generated photos between runs (created if missing)")
     parser.add_argument("--baseline", metavar="REV", help="also scan with the code of this git revision (e.g. main)")
-    parser.add_argument("--cnn", default="default", help="the compact CNN detector (name or folder)")
+    parser.add_argument("--cnn", default="cifake", help="the compact CNN detector (name or folder)")
     parser.add_argument("--real-photos", type=Path, help="a folder of real-photo JPEGs for the score-change check")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the model alone")
     parser.add_argument("--threads", type=_split, nargs="*", default=[], metavar="DECODE:INFERENCE",

@@ -19,7 +19,8 @@ from worker.detectors.hf_classifier import processor_need
 def test_every_built_in_family_declares_what_it_reads():
     settings = load_settings()
     assert load_detector(resolve("provenance", settings), settings).decode_need() == NO_PIXELS
-    assert load_detector(resolve("default", settings), settings).decode_need() == InputNeed("size", 32)
+    assert load_detector(resolve("cifake", settings), settings).decode_need() == InputNeed("size", 32)
+    assert load_detector(resolve("default", settings), settings).decode_need() == FULL_RESOLUTION  # photo crops
 
 
 def test_the_provenance_detector_takes_its_trust_anchors_from_the_settings_it_is_given(tmp_path, monkeypatch):

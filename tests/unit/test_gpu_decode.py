@@ -103,7 +103,7 @@ def _bundled():
     from fakescan.catalog import local_folder, resolve
 
     settings = load_settings()
-    return local_folder(resolve("default", settings), settings)
+    return local_folder(resolve("cifake", settings), settings)
 
 
 def _manifest():

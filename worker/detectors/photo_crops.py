@@ -31,7 +31,8 @@ from torch import nn
 from fakescan.errors import DetectorError
 from fakescan.verdicts import VerdictPolicy
 from worker.detectors import register_family
-from worker.detectors.base import Prediction, Preprocessing
+from worker.detectors.base import FULL_RESOLUTION, InputNeed, Prediction, Preprocessing
+from worker.detectors.device import autocast, to_device
 from worker.detectors.torch_classifier import TorchClassifier, normalise
 
 ARCHITECTURES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
@@ -136,6 +137,7 @@ class PhotoCropsNet(nn.Module):
 @register_family("photo-crops")
 class PhotoCropsDetector(TorchClassifier):
     predict_batch_size = 16  # crops per forward pass
+    prepare_tensor = None  # type: ignore[assignment]  # crops are cut from host images: no device decoding
 
     @property
     def network(self) -> PhotoCropsNet:
@@ -155,24 +157,32 @@ class PhotoCropsDetector(TorchClassifier):
         size = int(options["crop_size"])
         return Preprocessing((size, size), LITE_MEAN, LITE_STD, "none")
 
+    def input_need(self) -> InputNeed:
+        return FULL_RESOLUTION  # crops at the photo's own pixel scale, never a scaled decode
+
+    def prepare(self, image: Image.Image) -> list[np.ndarray]:  # type: ignore[override]
+        """The photo's crops (in the decode thread, so the decoded photo is released at once)."""
+        return image_crops(image, int(self.options["crop_size"]), int(self.options["grid"]))[0]
+
     def crop_logits(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """Per image, the logit of each of its crops (in ``crop_boxes`` order)."""
-        size, grid = int(self.options["crop_size"]), int(self.options["grid"])
+        return self.logits_of_crops([self.prepare(image) for image in images])
+
+    def logits_of_crops(self, per_image: Sequence[list[np.ndarray]]) -> list[np.ndarray]:
         crops, owners = [], []
-        for index, image in enumerate(images):
-            pieces, _boxes = image_crops(image, size, grid)
+        for index, pieces in enumerate(per_image):
             crops += pieces
             owners += [index] * len(pieces)
         logits = np.zeros(len(crops), dtype=np.float32)
         for batch in same_size_batches([crop.shape[:2] for crop in crops], self.predict_batch_size):
             logits[batch] = self._logits([crops[i] for i in batch])
         owners_array = np.array(owners)
-        return [logits[owners_array == index] for index in range(len(images))]
+        return [logits[owners_array == index] for index in range(len(per_image))]
 
     @torch.inference_mode()
     def _logits(self, arrays: list[np.ndarray]) -> np.ndarray:
-        batch = normalise(torch.from_numpy(np.stack(arrays)).to(self.device), self.preprocessing)
-        with self._autocast():
+        batch = normalise(to_device(torch.from_numpy(np.stack(arrays)), self.device), self.preprocessing)
+        with autocast(self.device, self.precision):
             return self.module(batch)[:, 0].float().cpu().numpy()
 
     def calibrated(self, logit: float) -> float:
@@ -183,8 +193,11 @@ class PhotoCropsDetector(TorchClassifier):
         return [self.calibrated(float(np.mean(logits))) for logits in self.crop_logits(images)]
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        return self.predict_inputs([self.prepare(image) for image in images])
+
+    def predict_inputs(self, inputs: Sequence[Any]) -> list[Prediction]:
         found = []
-        for logits in self.crop_logits(images):
+        for logits in self.logits_of_crops(inputs):
             parts = {f"crop{index}": self.calibrated(float(logit)) for index, logit in enumerate(logits)}
             found.append(Prediction(self.calibrated(float(np.mean(logits))), parts=parts))
         return found

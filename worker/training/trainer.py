@@ -93,7 +93,8 @@ def train(family: str, data: str, out: Path, config: TrainConfig, settings: Sett
         module_name, _, function = RECIPES[family].partition(":")
         recipe = getattr(importlib.import_module(module_name), function)
         manifest = recipe(data, out, config, settings, command=command, name=name, progress=progress)
-        return cls.load(out, manifest, config.device, config.precision)
+        return cls.load(out, settings.model_copy(update={"device": config.device, "precision": config.precision}),
+                        manifest)
     if not issubclass(cls, TorchClassifier):  # a family with its own schedule (siglip2's staged fine-tuning)
         # not on Detector: trainable_class checked that this family defines fine_tune
         manifest = cls.fine_tune(  # type: ignore[attr-defined]
