@@ -278,6 +278,9 @@ def scan_rate(tree: Path, photos: Path, detector: str, home: Path, env: dict[str
     if result.returncode != 0 or not lines:
         raise SystemExit(f"scan in {tree} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     figures = json.loads(lines[-1][len("BENCH "):])
+    if figures["batch_seconds"] <= figures["load_seconds"]:
+        raise SystemExit(f"scan in {tree} ran no batch: does that code know the detector {detector!r}? "
+                         "(give a detector folder for an older revision)")
     count = sum(1 for path in photos.rglob("*") if path.is_file())
     # the worker's throughput: the batches' time without the model load (what a long scan runs at);
     # end to end it also pays the interpreter's start, the schema and the listing once per scan
