@@ -157,7 +157,8 @@ def _wait_and_report(sessions: Any, scan_id: int, dispatcher: "Dispatch", settin
                      timeout: float | None) -> int:
     """Follow the scan to its end (the reconciler re-enqueueing lost batches meanwhile), print the
     summary, and say why when it did not finish; exit 0 only for ``finished``."""
-    from scheduler.progress import ENDED_STATES, settle, wait_for_scan
+    from fakescan.progress import ENDED_STATES
+    from scheduler.progress import settle, wait_for_scan
     from scheduler.reconcile import Reconciler
 
     if settings.embedded:
@@ -301,7 +302,7 @@ def _print_pass(report: Any) -> None:
 
 
 def status_command(args: argparse.Namespace, settings: Settings) -> int:
-    from scheduler.progress import read_progress
+    from fakescan.progress import read_progress
 
     sessions, engine = _sessions(settings)
     try:

@@ -68,7 +68,7 @@ class ScanCollector:
     def _read_scans(self) -> list[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from scheduler.progress import read_progress
+        from fakescan.progress import read_progress
 
         scans_by_state = GaugeMetricFamily("fakescan_scans", "scans by state", labels=["state"])
         items = GaugeMetricFamily("fakescan_scan_items", "enqueued objects of a scan by state",

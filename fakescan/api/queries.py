@@ -21,8 +21,8 @@ from fakescan.db import listing, queries, reviews, scans, verdicts
 from fakescan.db.listing import ObjectFilter, Position
 from fakescan.db.models import Scan, ScanItem, StoredObject, Verdict
 from fakescan.errors import UsageError
+from fakescan.progress import read_progress
 from fakescan.verdicts_cli import explain_lines
-from scheduler.progress import read_progress
 
 VerdictChoice = Literal["fake", "real", "uncertain", "none"]
 SortChoice = Literal["-score", "score", "-time", "time"]

@@ -11,9 +11,9 @@ from fakescan.db import migrate
 from fakescan.db.engine import make_engine, make_sessionmaker
 from fakescan.db.models import Scan, ScanItem
 from fakescan.errors import SourceError
+from fakescan.progress import read_progress
 from fakescan.settings import load_settings
 from fakescan.storage import ListFilter, ObjectInfo, Store
-from scheduler.progress import read_progress
 from scheduler.scan import ScanRequest, create_scan, run_scan
 
 NOW = datetime(2024, 5, 1, tzinfo=timezone.utc)
