@@ -20,8 +20,8 @@ COMMAND_MODULES = (
     "scheduler.cli",  # scan, status
     "fakescan.query_cli",  # results, detectors, db
     "worker.cli",  # worker
-    "worker.ensemble_cli",  # fit-ensemble
-    "worker.training.cli",  # train, evaluate, calibrate, explain
+    "worker.lab.ensemble_cli",  # fit-ensemble
+    "worker.lab.cli",  # train, evaluate, calibrate, explain
     "fakescan.ops_cli",  # nightly, exporter, worker-ping
     "fakescan.verdicts_cli",  # verdicts compute/list/policy
     "fakescan.api.cli",  # serve

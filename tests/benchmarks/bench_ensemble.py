@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fakescan.settings import load_settings
-from worker.training.metrics import classification_metrics
+from worker.lab.metrics import classification_metrics
 
 CHUNK = 512
 COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "false_positive_rate")
@@ -70,7 +70,7 @@ def score_all(detector: Any, labelled: Any, items: list[Any],
 def measure(folder: str, data: str, limit: int, seed: int) -> dict[str, Any]:
     from fakescan.catalog import ref_from_folder
     from worker.detectors import load_detector
-    from worker.training.data import open_labelled
+    from worker.lab.data import open_labelled
 
     settings = load_settings()
     detector = load_detector(ref_from_folder(Path(folder).resolve()), settings)

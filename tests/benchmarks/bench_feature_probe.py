@@ -35,7 +35,7 @@ FEATURES = ("patches", "residual_stats", "texture", "fft_multiscale", "edges_mul
 
 def labelled_array(data: str, limit: int, seed: int, settings: Any) -> tuple[np.ndarray, np.ndarray]:
     from worker.detectors.ensemble.features import to_array
-    from worker.training.data import open_labelled
+    from worker.lab.data import open_labelled
 
     labelled = open_labelled(data, settings)
     labels, images = decoded(labelled, balanced_sample(labelled, limit, seed), settings.max_image_pixels)
@@ -62,7 +62,7 @@ def probe(fit: np.ndarray, test: np.ndarray, labels: np.ndarray, seed: int) -> d
 def measure(real: str, data: str, class_dir: str | None, fit_limit: int, limit: int, seed: int) -> dict[str, Any]:
     import worker.detectors.ensemble  # noqa: F401  (registers the features)
     from worker.detectors.ensemble.features import FeatureBank
-    from worker.detectors.ensemble.realset import load_array, open_real_images
+    from worker.lab.ensemble.realset import load_array, open_real_images
 
     settings = load_settings()
     reals = open_real_images(real, settings, class_dir).limited(fit_limit, seed)

@@ -7,7 +7,7 @@ import pytest
 
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
-from worker.training.data import open_labelled
+from worker.lab.data import open_labelled
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from fakescan.api.app import create_app
 from fakescan.cli import main
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
-from worker.training.config import TrainConfig
-from worker.training.trainer import train
+from worker.lab.config import TrainConfig
+from worker.lab.trainer import train
 
 pytestmark = pytest.mark.model
 

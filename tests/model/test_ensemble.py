@@ -19,8 +19,8 @@ from tests.model.ensemble_images import planted_anomalies, probe_set, smooth_sce
 from worker.detectors import InputNeed, load_detector
 from worker.detectors.ensemble import member_names, parse_members
 from worker.detectors.ensemble.detector import MEMBERS_DIR, OneClassEnsemble
-from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble
 from worker.detectors.ensemble.members import Member, register_member
+from worker.lab.ensemble.fitting import FitOptions, fit_ensemble
 
 pytestmark = pytest.mark.model
 
@@ -184,7 +184,7 @@ def test_saved_manifest_names_its_vote_and_older_ones_keep_fishers(saved: Path, 
 
 
 def test_tuning_keeps_the_weighting_with_the_best_validation_auc() -> None:
-    from worker.detectors.ensemble.tuning import tune_weights
+    from worker.lab.ensemble.tuning import tune_weights
 
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(200), np.ones(200)]

@@ -20,8 +20,8 @@ from tests.tiny_models import build_tiny_siglip_checkpoint, build_tiny_siglip_vi
 from worker.detectors import load_detector
 from worker.detectors.ensemble.detector import MEMBERS_DIR, OneClassEnsemble, fitted_state_hash
 from worker.detectors.ensemble.features import FeatureBank
-from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble
 from worker.detectors.ensemble.svdd_backbone import normalisation
+from worker.lab.ensemble.fitting import FitOptions, fit_ensemble
 
 pytestmark = pytest.mark.model
 

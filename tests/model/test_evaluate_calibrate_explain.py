@@ -12,10 +12,10 @@ from fakescan.cli import main
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder, write_zip
 from worker.detectors import load_detector
-from worker.training.config import TrainConfig
-from worker.training.data import open_labelled
-from worker.training.evaluate import score_set
-from worker.training.trainer import train
+from worker.lab.config import TrainConfig
+from worker.lab.data import open_labelled
+from worker.lab.evaluate import score_set
+from worker.lab.trainer import train
 
 pytestmark = pytest.mark.model
 

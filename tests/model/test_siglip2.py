@@ -15,8 +15,8 @@ from fakescan.settings import load_settings
 from tests.tiny_models import build_tiny_siglip_checkpoint, tiny_images, write_labelled_folder
 from worker.detectors import detector_class, load_detector
 from worker.detectors.siglip2 import Siglip2Detector, file_digest, set_trainable
-from worker.training.config import TrainConfig
-from worker.training.siglip2 import fine_tune, fine_tune_detector, load_base, training_stages
+from worker.lab.config import TrainConfig
+from worker.lab.siglip2 import fine_tune, fine_tune_detector, load_base, training_stages
 
 pytestmark = pytest.mark.model
 

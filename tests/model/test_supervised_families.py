@@ -17,8 +17,8 @@ from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
 from worker.decode import decode_image
 from worker.detectors import load_detector
-from worker.training.config import TrainConfig
-from worker.training.trainer import train
+from worker.lab.config import TrainConfig
+from worker.lab.trainer import train
 
 pytestmark = pytest.mark.model
 PIXELS = 64_000_000  # the default scan limit

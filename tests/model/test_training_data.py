@@ -7,7 +7,7 @@ import pytest
 from fakescan.errors import DataError
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder, write_zip
-from worker.training.data import FAKE, REAL, label_from_key, open_labelled
+from worker.lab.data import FAKE, REAL, label_from_key, open_labelled
 
 pytestmark = pytest.mark.model
 

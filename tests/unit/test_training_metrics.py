@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.training.metrics import (
+from worker.lab.metrics import (
     classification_metrics,
     expected_calibration_error,
     threshold_for_fpr,

@@ -14,7 +14,7 @@ detector maps them monotonically (piecewise linear) onto the policy's ``low``/``
 0.65), so its own verdict, the ``uncertain`` band and the combined verdict all read one scale.
 The band is a buffer in the weights, so recalibrating changes the version.
 
-The head is fitted by :mod:`worker.training.photo_crops` (a logistic probe, as UnivFD does on
+The head is fitted by :mod:`worker.lab.photo_crops` (a logistic probe, as UnivFD does on
 foundation features); nothing here trains.
 """
 

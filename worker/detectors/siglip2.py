@@ -4,7 +4,7 @@ The fixed-resolution SigLIP2 checkpoints are SigLIP-architecture models (``model
 so the classifier is transformers' ``SiglipForImageClassification``: the vision tower, mean-pooled
 patch tokens, a linear head. A detector folder is a plain Hugging Face checkpoint (config,
 safetensors weights, image processor config) plus ``fakescan.json``; ``transformers`` alone can
-load it too. Fine-tuning lives in :mod:`worker.training.siglip2`.
+load it too. Fine-tuning lives in :mod:`worker.lab.siglip2`.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ class Siglip2Detector(HFClassifier):
     @classmethod
     def fine_tune(cls, data: str, out: Path, config: Any, settings: Any, command: str = "", name: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
-        """``fakescan train siglip2``: the staged fine-tuning of :mod:`worker.training.siglip2`; returns the
+        """``fakescan train siglip2``: the staged fine-tuning of :mod:`worker.lab.siglip2`; returns the
         manifest."""
-        from worker.training.siglip2 import fine_tune
+        from worker.lab.siglip2 import fine_tune
 
         return fine_tune(data, out, config, settings, command, name, progress)
 

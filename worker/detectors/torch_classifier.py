@@ -21,7 +21,7 @@ from torch import nn
 from fakescan.errors import DetectorError
 from worker.detectors.base import Detector, InputNeed, Prediction, Preprocessing
 from worker.detectors.device import autocast, place, to_device
-from worker.training.config import Stage, TrainConfig
+from worker.lab.config import Stage, TrainConfig
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
@@ -72,7 +72,7 @@ def weights_digest(path: Path) -> str:
 
 
 class TorchClassifier(Detector):
-    """A trainable detector family; see :mod:`worker.training.config` for the trainer protocol."""
+    """A trainable detector family; see :mod:`worker.lab.config` for the trainer protocol."""
 
     threshold_objective: ClassVar[str] = "fixed"  # "macro-f1": training picks the threshold on validation
     class_weights_default: ClassVar[bool] = False  # weight the training loss by inverse class frequency

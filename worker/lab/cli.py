@@ -63,8 +63,8 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.training.config import TrainConfig
-    from worker.training.trainer import train
+    from worker.lab.config import TrainConfig
+    from worker.lab.trainer import train
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -103,9 +103,9 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.training.data import item_groups, open_labelled
-    from worker.training.evaluate import evaluation, open_detector, score_set
-    from worker.training.perturb import parse_perturbations
+    from worker.lab.data import item_groups, open_labelled
+    from worker.lab.evaluate import evaluation, open_detector, score_set
+    from worker.lab.perturb import parse_perturbations
 
     perturbations = parse_perturbations(args.perturb)
     detector = open_detector(args.detector, settings)
@@ -116,7 +116,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     results = score_set(detector, labelled, perturbations, progress=args.progress)
     summary = evaluation(detector, labelled, results, groupings)
     if args.report:
-        from worker.training.report import write_report
+        from worker.lab.report import write_report
 
         write_report(args.report, summary, results)
     if args.json:
@@ -169,7 +169,7 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.training.calibrate import calibrate
+    from worker.lab.calibrate import calibrate
 
     if args.target_fpr is not None and not 0 <= args.target_fpr < 1:
         raise UsageError("--target-fpr must be in [0, 1)")
@@ -186,8 +186,8 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _calibration_data(args: argparse.Namespace, settings: Settings) -> Any:
-    from worker.training.data import open_labelled
-    from worker.training.reviewed import ReviewedSet
+    from worker.lab.data import open_labelled
+    from worker.lab.reviewed import ReviewedSet
 
     if args.from_reviews == bool(args.data):
         raise UsageError("give either DATA or --from-reviews")
@@ -205,7 +205,7 @@ def _register_explain(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_explain(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.training.explain import explain
+    from worker.lab.explain import explain
 
     print(json.dumps(explain(args.detector, args.image, args.out, settings)))
     return 0

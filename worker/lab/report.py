@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.training.evaluate import CLEAN, Scored
+from worker.lab.evaluate import CLEAN, Scored
 
 
 def write_report(folder: Path, summary: dict[str, Any], results: dict[str, Scored]) -> list[Path]:

@@ -19,9 +19,9 @@ from fakescan.catalog import MANIFEST, local_folder, read_manifest, resolve
 from fakescan.errors import DataError, UsageError
 from fakescan.settings import Settings
 from worker.detectors.base import write_manifest
-from worker.training.data import LabelledSet
-from worker.training.evaluate import CLEAN, open_detector, score_set
-from worker.training.metrics import classification_metrics, threshold_for_fpr, threshold_for_macro_f1
+from worker.lab.data import LabelledSet
+from worker.lab.evaluate import CLEAN, open_detector, score_set
+from worker.lab.metrics import classification_metrics, threshold_for_fpr, threshold_for_macro_f1
 
 _CALIBRATED = re.compile(r"-cal[0-9a-f]{6}$")
 

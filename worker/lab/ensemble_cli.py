@@ -55,8 +55,8 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     from fakescan.errors import UsageError
     from worker.detectors.ensemble import parse_members
     from worker.detectors.ensemble.calibration import parse_weights
-    from worker.detectors.ensemble.fitting import FitOptions, check_options, fit_ensemble, peak_memory_mb
-    from worker.detectors.ensemble.realset import load_array, load_labelled_array, open_real_images
+    from worker.lab.ensemble.fitting import FitOptions, check_options, fit_ensemble, peak_memory_mb
+    from worker.lab.ensemble.realset import load_array, load_labelled_array, open_real_images
 
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be positive")
@@ -93,7 +93,7 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
 
 def tuning_set(args: argparse.Namespace, fit_keys: list[str], settings: Settings) -> Any:
     """The --tune-weights labelled set; never an image the members are fitted on."""
-    from worker.training.data import open_labelled
+    from worker.lab.data import open_labelled
 
     labelled = open_labelled(args.tune_weights, settings)
     if same_source(args.tune_weights, args.data):

@@ -5,7 +5,7 @@ so an ensemble or a Hugging Face checkpoint is measured exactly as the worker wo
 Images that cannot be decoded, and predictions without a score (the detector abstained), are
 counted and left out of the metrics; ``coverage`` is the share of judged images that got a score.
 A detector that reads no pixels (provenance) is scored on the files as stored
-(:mod:`worker.training.evaluate_files`).
+(:mod:`worker.lab.evaluate_files`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from fakescan.catalog import resolve
 from fakescan.settings import Settings
 from worker.decode import DecodeError
 from worker.detectors import Detector, load_detector
-from worker.training.data import LabelledSet
-from worker.training.metrics import classification_metrics
-from worker.training.perturb import Perturbation
+from worker.lab.data import LabelledSet
+from worker.lab.metrics import classification_metrics
+from worker.lab.perturb import Perturbation
 
 CLEAN = "clean"
 NO_SCORE_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "false_positive_rate", "roc_auc",
@@ -50,7 +50,7 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
     """Scores per condition; each image is read and decoded once for all conditions."""
     conditions = {CLEAN: None, **{p.label: p for p in perturbations}}
     if not detector.needs_pixels:
-        from worker.training.evaluate_files import score_files
+        from worker.lab.evaluate_files import score_files
 
         return score_files(detector, labelled, perturbations, progress)
     results = {name: Scored() for name in conditions}

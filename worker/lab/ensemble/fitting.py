@@ -94,7 +94,7 @@ def fit_ensemble(images: np.ndarray, options: FitOptions,
         report.member_seconds[name] = round(time.perf_counter() - started, 2)
     weights, tuned = options.weights, None
     if tuning is not None:
-        from worker.detectors.ensemble.tuning import tune_weights
+        from worker.lab.ensemble.tuning import tune_weights
 
         validation = FeatureBank(tuning[0])
         weights, tuned = tune_weights({name: scales[name](member.score(validation))

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from fakescan.errors import UsageError
 from worker.detectors import Detector, Sample
-from worker.training.data import LabelledSet
-from worker.training.evaluate import CHUNK, CLEAN, Scored, _add
-from worker.training.perturb import Perturbation
+from worker.lab.data import LabelledSet
+from worker.lab.evaluate import CHUNK, CLEAN, Scored, _add
+from worker.lab.perturb import Perturbation
 
 
 def score_files(detector: Detector, labelled: LabelledSet, perturbations: Sequence[Perturbation] = (),

@@ -20,7 +20,7 @@ from fakescan.db.models import StoredObject
 from fakescan.errors import DataError
 from fakescan.settings import Settings
 from fakescan.storage import Store, open_store
-from worker.training.data import LabelledItem, LabelledSet
+from worker.lab.data import LabelledItem, LabelledSet
 
 
 class ReviewedSet(LabelledSet):

@@ -9,7 +9,7 @@ from fakescan.errors import DataError, UsageError
 from fakescan.settings import Settings
 from fakescan.storage import open_store, parse_s3_uri
 from worker.decode import DecodeError, decode_image
-from worker.training.evaluate import open_detector
+from worker.lab.evaluate import open_detector
 
 
 def read_image_bytes(location: str, settings: Settings) -> bytes:

@@ -23,7 +23,7 @@ from fakescan.settings import Settings
 from fakescan.storage import IMAGE_EXTENSIONS, ListFilter, open_store
 
 if TYPE_CHECKING:
-    from worker.training.data import LabelledSet
+    from worker.lab.data import LabelledSet
 
 log = logging.getLogger(__name__)
 

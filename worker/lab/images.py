@@ -19,7 +19,7 @@ from fakescan.errors import DataError
 from worker.decode import DecodeError
 from worker.detectors.base import Preprocessing
 from worker.detectors.torch_classifier import resized_array
-from worker.training.data import LabelledItem, LabelledSet
+from worker.lab.data import LabelledItem, LabelledSet
 
 log = logging.getLogger(__name__)
 CACHE_BUDGET = 4 << 30  # bytes of decoded pixels held in memory
