@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fakescan.logs import configure_logging
     from fakescan.settings import load_settings
 
+    settings = None
     try:
         settings = load_settings()
         configure_logging(settings, args.log_level)
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if known is not None:
             print(f"fakescan: error: {_one_line(known)}", file=sys.stderr)
             return known.exit_code
-        if os.environ.get("FAKESCAN_DEBUG"):
+        if settings is not None and settings.debug:
             raise
         logging.getLogger("fakescan").debug("unexpected error", exc_info=True)
         print(f"fakescan: internal error: {type(error).__name__}: {_one_line(error)} "

@@ -64,15 +64,16 @@ def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def db_current(args: argparse.Namespace, settings: Settings) -> int:
-    from fakescan.db import engine, migrate
+    from fakescan.db import migrate
+    from fakescan.db.database import open_database
 
-    print(migrate.current_revision(engine.make_engine(settings)) or "empty")
+    with open_database(settings, check_schema=False) as database:
+        print(migrate.current_revision(database.engine) or "empty")
     return 0
 
 
 def list_results(args: argparse.Namespace, settings: Settings) -> int:
-    from fakescan.db.engine import make_engine, make_sessionmaker
-    from fakescan.db.migrate import ensure_schema
+    from fakescan.db.database import open_database
     from fakescan.db.queries import ResultQuery, detector_labels, iter_results
 
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
@@ -82,10 +83,8 @@ def list_results(args: argparse.Namespace, settings: Settings) -> int:
     query = ResultQuery(scan_id=args.scan, verdict=args.verdict, min_score=args.min_score, prefix=args.prefix,
                         detector=args.detector, status=args.status, limit=args.limit)
     out_format = args.format or ("table" if sys.stdout.isatty() else "jsonl")
-    engine = make_engine(settings)
     try:
-        ensure_schema(settings, engine)
-        with make_sessionmaker(engine)() as session:
+        with open_database(settings) as database, database.sessions() as session:
             rows = iter_results(session, query)
             if out_format == "table":
                 _write_table(rows, sys.stdout, detector_labels(session, args.scan))
@@ -94,8 +93,6 @@ def list_results(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.flush()
     except BrokenPipeError:  # `fakescan results | head`: the reader has what it wanted
         _silence_stdout()
-    finally:
-        engine.dispose()
     return 0
 
 

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     api_thumbnail_edge: int = Field(512, gt=0, description="largest thumbnail edge the API renders, in pixels")
     log_json: bool = False
     log_level: str = "INFO"
+    debug: bool = Field(False, description="an unexpected error (exit 70) prints its traceback")
 
     @field_validator("detectors", mode="before")
     @classmethod

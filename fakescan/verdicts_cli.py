@@ -55,14 +55,12 @@ def policy_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def compute_command(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.db.database import open_database
     from fakescan.db.verdicts import recompute
 
     policy = _policy(args, settings)
-    sessions, engine = _sessions(settings)
-    try:
-        counts = recompute(sessions, policy, args.scan)
-    finally:
-        engine.dispose()
+    with open_database(settings) as database:
+        counts = recompute(database.sessions, policy, args.scan)
     total = sum(counts.values())
     parts = ", ".join(f"{verdict or 'none'} {counts[verdict]}" for verdict in ("fake", "real", "uncertain", None)
                       if counts.get(verdict))
@@ -71,30 +69,18 @@ def compute_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.db.database import open_database
     from fakescan.db.verdicts import iter_verdicts
 
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit cannot be negative, got {args.limit}")
     policy = _policy(args, settings)
     out_format = args.format or ("table" if sys.stdout.isatty() else "jsonl")
-    sessions, engine = _sessions(settings)
-    try:
-        with sessions() as session:
-            rows = iter_verdicts(session, policy.version, args.scan, args.verdict, args.limit)
-            (_write_table if out_format == "table" else _write_jsonl)(rows, sys.stdout, args.explain)
-            sys.stdout.flush()
-    finally:
-        engine.dispose()
+    with open_database(settings) as database, database.sessions() as session:
+        rows = iter_verdicts(session, policy.version, args.scan, args.verdict, args.limit)
+        (_write_table if out_format == "table" else _write_jsonl)(rows, sys.stdout, args.explain)
+        sys.stdout.flush()
     return 0
-
-
-def _sessions(settings: Settings) -> tuple[Any, Any]:
-    from fakescan.db.engine import make_engine, make_sessionmaker
-    from fakescan.db.migrate import ensure_schema
-
-    engine = make_engine(settings)
-    ensure_schema(settings, engine)
-    return make_sessionmaker(engine), engine
 
 
 def _write_jsonl(rows: Iterable[dict[str, Any]], out: TextIO, explain: bool) -> None:

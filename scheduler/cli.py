@@ -67,6 +67,7 @@ def scan_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.scan_id is not None:
         raise UsageError(f"unexpected argument {args.scan_id!r}: scan takes one SOURCE (or: scan resume ID)")
     from fakescan.catalog import scan_detector_specs
+    from fakescan.db.database import open_database
     from fakescan.storage import open_store
     from scheduler.options import build_filter, resolve_detectors
     from scheduler.scan import ScanRequest, canonical_source
@@ -81,15 +82,14 @@ def scan_command(args: argparse.Namespace, settings: Settings) -> int:
     store.check()
     request = ScanRequest(canonical_source(store), detectors, filters, batch_size,
                           rescan=args.rescan, retry_errors=args.retry_errors)
-    sessions, engine = _sessions(settings)
-    dispatcher = make_dispatcher(settings)
-    try:
-        # embedded scans are synchronous: they always end with the summary --wait gives
-        return _run(sessions, store, request, dispatcher, settings, wait=args.wait or settings.embedded,
-                    timeout=timeout)
-    finally:
-        dispatcher.close()  # type: ignore[attr-defined]
-        engine.dispose()
+    with open_database(settings) as database:
+        dispatcher = make_dispatcher(settings)
+        try:
+            # embedded scans are synchronous: they always end with the summary --wait gives
+            return _run(database.sessions, store, request, dispatcher, settings, wait=args.wait or settings.embedded,
+                        timeout=timeout)
+        finally:
+            dispatcher.close()  # type: ignore[attr-defined]
 
 
 def _wait_timeout(text: str | None) -> float | None:
@@ -178,15 +178,15 @@ def _wait_and_report(sessions: Any, scan_id: int, dispatcher: "Dispatch", settin
 
 def _scan_action(args: argparse.Namespace, settings: Settings) -> int:
     """``scan resume ID`` and ``scan cancel ID``."""
+    from fakescan.db.database import open_database
+
     if args.scan_id is None or not args.scan_id.isdigit():
         raise UsageError(f"scan {args.source} needs a scan id: fakescan scan {args.source} ID")
-    sessions, engine = _sessions(settings)
-    try:
+    with open_database(settings) as database:
         if args.source == "cancel":
-            return _cancel(sessions, int(args.scan_id))
-        return _resume(sessions, int(args.scan_id), settings, wait=args.wait, timeout=_wait_timeout(args.wait_timeout))
-    finally:
-        engine.dispose()
+            return _cancel(database.sessions, int(args.scan_id))
+        return _resume(database.sessions, int(args.scan_id), settings, wait=args.wait,
+                       timeout=_wait_timeout(args.wait_timeout))
 
 
 def _cancel(sessions: Any, scan_id: int) -> int:
@@ -265,35 +265,40 @@ def _print_summary(sessions: Any, scan_id: int, progress: Any, settings: Setting
 
 
 def reconcile_command(args: argparse.Namespace, settings: Settings) -> int:
-    import logging
-    import time
-
+    from fakescan.db.database import open_database
     from scheduler.reconcile import Reconciler
 
     if args.interval <= 0:
         raise UsageError(f"--interval must be positive, got {args.interval:g}")
-    sessions, engine = _sessions(settings)
-    dispatcher = make_dispatcher(settings) if settings.broker_url else None
-    if dispatcher is None:
+    if not settings.broker_url:
         raise UsageError("reconcile needs a broker: set FAKESCAN_BROKER_URL (embedded scans cannot lose batches)")
-    reconciler = Reconciler(sessions, settings, dispatcher)
+    with open_database(settings) as database:
+        dispatcher = make_dispatcher(settings)
+        try:
+            _reconcile(Reconciler(database.sessions, settings, dispatcher), args, settings)
+        finally:
+            dispatcher.close()  # type: ignore[attr-defined]
+    return 0
+
+
+def _reconcile(reconciler: Any, args: argparse.Namespace, settings: Settings) -> None:
+    """One settled pass with ``--once``, else a pass every ``--interval`` seconds until interrupted."""
+    import logging
+    import time
+
+    if args.once:
+        _print_pass(reconciler.run_until_settled())
+        return
     log = logging.getLogger("fakescan.reconciler")
-    try:
-        if args.once:
-            _print_pass(reconciler.run_until_settled())
-            return 0
-        log.info("reconciling every %gs (grace %ds)", args.interval, settings.reconcile_grace)
-        while True:
-            try:
-                report = reconciler.run_pass()
-                if report.requeued or report.ended:
-                    _print_pass(report)
-            except Exception as error:  # the database or broker restarting: try again next pass
-                log.warning("reconcile pass failed: %s: %s", type(error).__name__, error)
-            time.sleep(args.interval)
-    finally:
-        dispatcher.close()  # type: ignore[attr-defined]
-        engine.dispose()
+    log.info("reconciling every %gs (grace %ds)", args.interval, settings.reconcile_grace)
+    while True:
+        try:
+            report = reconciler.run_pass()
+            if report.requeued or report.ended:
+                _print_pass(report)
+        except Exception as error:  # the database or broker restarting: try again next pass
+            log.warning("reconcile pass failed: %s: %s", type(error).__name__, error)
+        time.sleep(args.interval)
 
 
 def _print_pass(report: Any) -> None:
@@ -302,14 +307,11 @@ def _print_pass(report: Any) -> None:
 
 
 def status_command(args: argparse.Namespace, settings: Settings) -> int:
+    from fakescan.db.database import open_database
     from fakescan.progress import read_progress
 
-    sessions, engine = _sessions(settings)
-    try:
-        with sessions() as session:
-            progress = read_progress(session, args.scan_id)
-    finally:
-        engine.dispose()
+    with open_database(settings) as database, database.sessions() as session:
+        progress = read_progress(session, args.scan_id)
     _print_status(progress, settings, as_json=args.json)
     return 0
 
@@ -329,15 +331,6 @@ def _print_status(progress: Any, settings: Settings, *, as_json: bool) -> None:
     if settings.broker_url:
         waiting = "unreachable" if depth is None else f"{depth} batches waiting"
         print(f"broker queue {settings.queue}: {waiting}")
-
-
-def _sessions(settings: Settings) -> tuple[Any, Any]:
-    from fakescan.db.engine import make_engine, make_sessionmaker
-    from fakescan.db.migrate import ensure_schema
-
-    engine = make_engine(settings)
-    ensure_schema(settings, engine)
-    return make_sessionmaker(engine), engine
 
 
 def _database_location(settings: Settings) -> str:

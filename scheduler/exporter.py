@@ -68,6 +68,7 @@ class ScanCollector:
     def _read_scans(self) -> list[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
+        from fakescan.db import queries
         from fakescan.progress import read_progress
 
         scans_by_state = GaugeMetricFamily("fakescan_scans", "scans by state", labels=["state"])
@@ -83,11 +84,11 @@ class ScanCollector:
             "when the latest finished scan of a source finished (alert on a nightly that stopped succeeding)",
             labels=["source"])
         with self.sessions() as session:
-            for state, count in _scans_by_state(session):
+            for state, count in queries.scans_by_state(session):
                 scans_by_state.add_metric([state], count)
-            for source, finished in _last_finished_by_source(session):
-                last_success.add_metric([source], finished)
-            for scan_id in _reported_scan_ids(session):
+            for source, finished in queries.last_finished_by_source(session):
+                last_success.add_metric([source], finished.timestamp())
+            for scan_id in queries.unfinished_and_recent_scan_ids(session, RECENT_FINISHED):
                 progress = read_progress(session, scan_id)
                 labels = [str(scan_id), progress.source]
                 for state, count in (("queued", progress.queued), ("done", progress.done),
@@ -99,44 +100,16 @@ class ScanCollector:
         return [scans_by_state, items, listed, skipped, rate, last_success]
 
 
-def _scans_by_state(session: Any) -> list[tuple[str, int]]:
-    from sqlalchemy import func, select
-
-    from fakescan.db.models import Scan
-
-    return [(state, count) for state, count in session.execute(select(Scan.state, func.count()).group_by(Scan.state))]
-
-
-def _last_finished_by_source(session: Any) -> list[tuple[str, float]]:
-    from sqlalchemy import func, select
-
-    from fakescan.db.models import Scan
-    from fakescan.db.scans import as_utc
-
-    rows = session.execute(
-        select(Scan.source, func.max(Scan.finished_at)).where(Scan.state == "finished").group_by(Scan.source))
-    return [(source, as_utc(finished).timestamp()) for source, finished in rows if finished is not None]
-
-
-def _reported_scan_ids(session: Any) -> list[int]:
-    from sqlalchemy import select
-
-    from fakescan.db.models import Scan
-
-    unfinished = session.scalars(select(Scan.id).where(Scan.finished_at.is_(None)).order_by(Scan.id))
-    recent = session.scalars(
-        select(Scan.id).where(Scan.finished_at.is_not(None)).order_by(Scan.id.desc()).limit(RECENT_FINISHED))
-    return sorted(set(unfinished) | set(recent))
-
-
 def serve(settings: Settings, port: int, address: str) -> Any:
     """Start the HTTP endpoint in a background thread; returns the server (``shutdown()`` stops it)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from fakescan.db.engine import make_engine, make_sessionmaker
+    from fakescan.db.database import Database
 
+    # no schema check: the endpoint starts (and reports fakescan_database_up 0) while the database is down
+    database = Database.connect(settings, check_schema=False)
     registry = CollectorRegistry()
-    registry.register(ScanCollector(settings, make_sessionmaker(make_engine(settings))))
+    registry.register(ScanCollector(settings, database.sessions))
     server, _thread = start_http_server(port, addr=address, registry=registry)
     return server
 

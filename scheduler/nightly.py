@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from fakescan.db.models import Scan, ScanItem
+from fakescan.db.queries import successful_scans
 from fakescan.db.scans import as_utc
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
@@ -38,15 +37,8 @@ class LastSuccess:
 def last_success(session: Session, source: str, detectors: list[dict[str, str]],
                  filters: dict[str, Any]) -> LastSuccess | None:
     """The latest finished scan of ``source`` with these detectors and filters and no given-up batch."""
-    failed_item = exists().where(ScanItem.scan_id == Scan.id, ScanItem.state == "given-up")
-    candidates = session.execute(
-        select(Scan.id, Scan.started_at, Scan.created_at, Scan.detectors, Scan.options)
-        .where(Scan.source == source, Scan.state == "finished", ~failed_item)
-        .order_by(Scan.id.desc())
-        .limit(CANDIDATES)
-    )
     wanted_detectors = _detector_keys(detectors)
-    for scan_id, started_at, created_at, scan_detectors, options in candidates:
+    for scan_id, started_at, created_at, scan_detectors, options in successful_scans(session, source, CANDIDATES):
         if _detector_keys(scan_detectors) != wanted_detectors:
             continue
         if _listing_filters((options or {}).get("filters") or {}) != _listing_filters(filters):
@@ -66,46 +58,48 @@ def _listing_filters(filters: dict[str, Any]) -> dict[str, Any]:
 
 def nightly_command(args: argparse.Namespace, settings: Settings) -> int:
     """Notes go to stderr, so stdout stays exactly what ``fakescan scan`` prints (``scan <id>`` first)."""
+    from fakescan.db.database import open_database
+
     overlap = parse_overlap(args.overlap)
-    cutoff = find_cutoff(args, settings)
-    argv = scan_argv(args, cutoff.started_at - overlap if cutoff else None)
-    if cutoff is None:
-        note = f"no earlier successful scan of {args.source} with these detectors and filters: full scan"
-    else:
-        note = f"last successful scan {cutoff.scan_id} started {cutoff.started_at.isoformat()}"
-    print(f"nightly: {note}\nnightly: fakescan {' '.join(argv)}", file=sys.stderr, flush=True)
-    if args.dry_run:
-        return 0
-    reconcile_before(settings)
+    source, detectors, filters = wanted_listing(args, settings)
+    with open_database(settings) as database:
+        with database.sessions() as session:
+            cutoff = last_success(session, source, detectors, filters)
+        argv = scan_argv(args, cutoff.started_at - overlap if cutoff else None)
+        if cutoff is None:
+            note = f"no earlier successful scan of {args.source} with these detectors and filters: full scan"
+        else:
+            note = f"last successful scan {cutoff.scan_id} started {cutoff.started_at.isoformat()}"
+        print(f"nightly: {note}\nnightly: fakescan {' '.join(argv)}", file=sys.stderr, flush=True)
+        if args.dry_run:
+            return 0
+        reconcile_before(settings, database.sessions)
     from fakescan.cli import build_parser
 
     scan_args = build_parser().parse_args(argv)
     return int(scan_args.handler(scan_args, settings) or 0)
 
 
-def reconcile_before(settings: Settings) -> None:
+def reconcile_before(settings: Settings, sessions: sessionmaker[Session]) -> None:
     """Lost batches of earlier scans go back to the workers before a new scan is added (broker only)."""
     if not settings.broker_url:
         return
-    from fakescan.db.engine import make_engine, make_sessionmaker
     from fakescan.queue import CeleryDispatcher
     from scheduler.reconcile import Reconciler
 
-    engine, dispatcher = make_engine(settings), CeleryDispatcher(settings)
+    dispatcher = CeleryDispatcher(settings)
     try:
-        report = Reconciler(make_sessionmaker(engine), settings, dispatcher).run_until_settled()
+        report = Reconciler(sessions, settings, dispatcher).run_until_settled()
     finally:
         dispatcher.close()
-        engine.dispose()
     if report.requeued or report.ended:
         print(f"nightly: reconciled: {len(report.requeued)} lost batches re-enqueued, "
               f"{len(report.ended)} scans ended", file=sys.stderr, flush=True)
 
 
-def find_cutoff(args: argparse.Namespace, settings: Settings) -> LastSuccess | None:
+def wanted_listing(args: argparse.Namespace, settings: Settings) -> tuple[str, list[dict[str, str]], dict[str, Any]]:
+    """The source, detectors and listing filters of the scan this run starts, as a scan row records them."""
     from fakescan.catalog import scan_detector_specs
-    from fakescan.db.engine import make_engine, make_sessionmaker
-    from fakescan.db.migrate import ensure_schema
     from fakescan.storage import open_store
     from scheduler.options import build_filter, filter_as_json, resolve_detectors
     from scheduler.scan import canonical_source
@@ -113,14 +107,7 @@ def find_cutoff(args: argparse.Namespace, settings: Settings) -> LastSuccess | N
     source = canonical_source(open_store(args.source, settings))
     specs = scan_detector_specs(args.detector, settings)  # the same list the scan it starts will run
     detectors = [ref.as_json() for ref in resolve_detectors(specs, settings)]
-    filters = filter_as_json(build_filter(args.ext, args.glob, None, None, None))
-    engine = make_engine(settings)
-    try:
-        ensure_schema(settings, engine)
-        with make_sessionmaker(engine)() as session:
-            return last_success(session, source, detectors, filters)
-    finally:
-        engine.dispose()
+    return source, detectors, filter_as_json(build_filter(args.ext, args.glob, None, None, None))
 
 
 def parse_overlap(text: str) -> timedelta:

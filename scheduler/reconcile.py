@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from fakescan.db import scans
-from fakescan.db.models import Scan, ScanItem, utcnow
+from fakescan.db import batches, scans
+from fakescan.db.models import utcnow
 from fakescan.settings import Settings
 
 log = logging.getLogger("fakescan.reconciler")
@@ -105,10 +104,7 @@ class Reconciler:
         grace = self.settings.reconcile_grace if self.grace is None else self.grace
         cutoff = utcnow() - timedelta(seconds=grace)
         with self.sessions() as session:
-            statement = select(Scan.id).where(Scan.state.in_(scans.ACTIVE_STATES))
-            if scan_ids is not None:
-                statement = statement.where(Scan.id.in_(scan_ids))
-            active = list(session.scalars(statement))
+            active = batches.active_scan_ids(session, scan_ids)
             report.scans = len(active)
             for scan_id in active:
                 if scans.finish_if_complete(session, scan_id):
@@ -116,24 +112,13 @@ class Reconciler:
             session.commit()
             if not active:
                 return set()
-            rows = session.execute(
-                select(ScanItem.scan_id, ScanItem.batch, func.max(ScanItem.updated_at))
-                .where(ScanItem.scan_id.in_(active), ScanItem.state == "queued")
-                .group_by(ScanItem.scan_id, ScanItem.batch)
-            )
-            return {(scan_id, batch) for scan_id, batch, stamp in rows if scans.as_utc(stamp) <= cutoff}
+            return {key for key, stamp in batches.queued_batches(session, active).items() if stamp <= cutoff}
 
     def _requeue(self, scan_id: int, batch: int, report: PassReport) -> None:
         with self.sessions() as session:
-            ids = list(session.scalars(
-                select(ScanItem.object_id)
-                .where(ScanItem.scan_id == scan_id, ScanItem.batch == batch, ScanItem.state == "queued")
-                .order_by(ScanItem.object_id)))
+            ids = batches.restamp_queued_batch(session, scan_id, batch)
             if not ids:
                 return
-            session.execute(update(ScanItem)
-                            .where(ScanItem.scan_id == scan_id, ScanItem.batch == batch, ScanItem.state == "queued")
-                            .values(updated_at=utcnow()))
             session.commit()
         self.dispatch(scan_id, batch, ids)
         report.requeued.append((scan_id, batch, len(ids)))

@@ -1,6 +1,7 @@
 """The worker's Celery app: ``celery -A worker.celery_app worker`` (``fakescan worker`` uses the same).
 
-``app`` is built from the environment when Celery first asks for it at worker start. Models are
+``app`` is built from the environment when Celery first asks for it at worker start (the one place
+this module reads settings; the signal handlers and batches use the settings the app was built with). Models are
 not loaded here: each process that runs batches builds them on its first batch.
 """
 
@@ -16,6 +17,7 @@ from fakescan.logs import configure_logging
 from fakescan.queue import make_celery_app
 from fakescan.settings import Settings, load_settings
 from worker import metrics
+from worker.runtime import use_settings, worker_settings
 
 log = logging.getLogger(__name__)
 POOLS = ("prefork", "solo", "threads")
@@ -25,10 +27,12 @@ def worker_app(settings: Settings) -> Any:
     """The shared app with the batch task, a CUDA-safe default pool, and a prompt redelivery sweep.
 
     Refuses (UsageError) a visibility timeout that live batches could outlast (worker/delivery.py).
+    ``settings`` are kept for the worker's signal handlers and its batches (``worker/runtime.py``).
     """
     from worker.delivery import check_visibility_timeout
 
     check_visibility_timeout(settings)
+    use_settings(settings)
     app = make_celery_app(settings, include_tasks=True)
     app.conf.worker_pool = default_pool(settings)
     # Redis hands an unacknowledged batch to another worker only when a worker sweeps for
@@ -62,14 +66,14 @@ def check_pool(pool: str, settings: Settings) -> None:
 def _fakescan_logging(loglevel: Any = None, **_: Any) -> None:
     """Celery keeps fakescan's log format (plain or JSON lines) instead of installing its own."""
     level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
-    configure_logging(load_settings(), level)
+    configure_logging(worker_settings(), level)
 
 
 @signals.worker_init.connect
 def _no_prefork_on_cuda(sender: Any = None, **_: Any) -> None:
     """``celery -A worker.celery_app worker -P prefork`` on a GPU: run solo rather than fork CUDA."""
     pool = getattr(sender, "pool_cls", None)
-    if "prefork" in str(getattr(pool, "__module__", pool)) and load_settings().resolved_device().startswith("cuda"):
+    if "prefork" in str(getattr(pool, "__module__", pool)) and worker_settings().resolved_device().startswith("cuda"):
         log.warning("FAKESCAN_DEVICE resolves to CUDA, which does not survive fork: using the solo pool")
         sender.pool_cls = "solo"
 
@@ -94,7 +98,7 @@ def _broker_durability(**_: Any) -> None:
     """A warning in the worker's log when Redis would lose queued batches on a restart."""
     from worker.delivery import warn_if_broker_not_durable
 
-    warn_if_broker_not_durable(load_settings())
+    warn_if_broker_not_durable(worker_settings())
 
 
 @signals.celeryd_init.connect
@@ -102,7 +106,7 @@ def _heartbeat(sender: Any = None, **_: Any) -> None:
     """Busy-since files for ``fakescan worker-ping`` (a solo pool cannot answer a ping mid-batch)."""
     from worker.health import install_heartbeat, register_node
 
-    settings = load_settings()
+    settings = worker_settings()
     if sender:
         register_node(settings, str(sender))  # worker-ping finds this host's worker by it
     install_heartbeat(settings, str(sender) if sender else None)

@@ -1,8 +1,10 @@
 """Everything one worker process needs to run batches: settings, database sessions, the model cache.
 
-Built on the first batch inside the process that runs it (a prefork child, the solo worker, or
-the in-process dispatcher), never in a parent that forks: database connections and CUDA
-contexts do not survive a fork.
+The settings are the ones the worker was started with: ``worker_app(settings)`` hands them to
+:func:`use_settings` once, and every batch of the process uses them (never the environment again).
+The runtime is built on the first batch inside the process that runs it (a prefork child, the solo
+worker, or the in-process dispatcher), never in a parent that forks: database connections and
+CUDA contexts do not survive a fork.
 """
 
 from __future__ import annotations
@@ -14,46 +16,70 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from fakescan.db.engine import make_engine, make_sessionmaker
-from fakescan.db.migrate import ensure_schema
-from fakescan.settings import Settings, load_settings
+from fakescan.db.database import Database
+from fakescan.settings import Settings
 from worker.cache import ProcessCache
 
 
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
+    database: Database
     cache: ProcessCache
     pid: int
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerRuntime":
-        engine = make_engine(settings)
-        ensure_schema(settings, engine)  # SQLite migrates itself; PostgreSQL must be at head
-        return cls(settings, engine, make_sessionmaker(engine), ProcessCache(settings), os.getpid())
+        # the schema check: SQLite migrates itself; PostgreSQL must be at head
+        return cls(settings, Database.connect(settings), ProcessCache(settings), os.getpid())
+
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.database.sessions
 
     def close(self) -> None:
         self.cache.close()
-        self.engine.dispose()
+        self.database.close()
 
 
+class NoWorkerSettings(RuntimeError):
+    """A batch ran in a process whose worker was not built by ``worker_app(settings)``: a bug."""
+
+
+_settings: Settings | None = None
 _runtime: WorkerRuntime | None = None
 _lock = threading.Lock()
 
 
+def use_settings(settings: Settings) -> None:
+    """The settings this process's batches run with (the worker's start-up sets them once)."""
+    global _settings
+    forget_process_runtime()
+    with _lock:
+        _settings = settings
+
+
+def worker_settings() -> Settings:
+    if _settings is None:
+        raise NoWorkerSettings("no worker settings in this process: build the worker with worker_app(settings)")
+    return _settings
+
+
 def process_runtime() -> WorkerRuntime:
-    """This process's runtime, built from the environment on first use (and again after a fork)."""
+    """This process's runtime, built from the worker's settings on first use (and again after a fork)."""
     global _runtime
     with _lock:
         if _runtime is None or _runtime.pid != os.getpid():
-            _runtime = WorkerRuntime.build(load_settings())
+            _runtime = WorkerRuntime.build(worker_settings())
         return _runtime
 
 
 def forget_process_runtime() -> None:
-    """Drop this process's runtime (tests that change the environment between batches)."""
+    """Drop this process's runtime (tests that change the settings between batches)."""
     global _runtime
     with _lock:
         if _runtime is not None:

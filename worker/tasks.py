@@ -29,11 +29,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from fakescan.db.scans import give_up_batch
 from fakescan.queue import SCAN_BATCH_TASK
-from fakescan.settings import Settings, load_settings
+from fakescan.settings import Settings
 from worker.delivery import BatchLease, record_delivery
 from worker.fetch import InfrastructureFault
 from worker.pipeline import BatchReport, process_batch
-from worker.runtime import WorkerRuntime, process_runtime
+from worker.runtime import WorkerRuntime, process_runtime, worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def scan_batch(self: Any, scan_id: int, object_ids: list[int], batch: int = 0) -
         runtime = process_runtime()  # connects to the database: a fault here is retried too
         return _run(runtime, scan_id, object_ids, batch, retries, self.request.delivery_info, eager=eager)
     except TRANSIENT_FAULTS as fault:
-        settings = load_settings()
+        settings = worker_settings()
         attempt = retries + 1
         log.warning("scan %s batch %s: %s (attempt %d of %d)", scan_id, batch, fault, attempt,
                     settings.batch_max_retries + 1)

@@ -16,15 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from fakescan.api import routes
 from fakescan.api.auth import Access, load_access
 from fakescan.api.images import Stores
 from fakescan.api.pages import PAGES, STATIC, LoginRequired, drop_empty_filters
-from fakescan.db.engine import make_engine, make_sessionmaker
-from fakescan.db.migrate import SchemaOutOfDate, ensure_schema
+from fakescan.db.database import Database
+from fakescan.db.migrate import SchemaOutOfDate
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
 from fakescan.verdicts import load_policy
@@ -33,13 +32,13 @@ log = logging.getLogger("fakescan.api")
 
 
 def create_app(settings: Settings, access: Access | None = None) -> FastAPI:
-    engine = make_engine(settings)
-    ensure_schema(settings, engine)
+    database = Database.connect(settings)
     app = FastAPI(title="fakescan", version="1", description="Verdicts of fakescan's scans, and moderators' reviews.",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessions = make_sessionmaker(engine)
+    app.state.database = database
+    app.state.engine = database.engine
+    app.state.sessions = database.sessions
     app.state.access = access if access is not None else load_access(settings)
     app.state.policy_version = load_policy(settings.verdict_policy).version
     app.state.stores = Stores(settings)
@@ -56,9 +55,7 @@ def create_app(settings: Settings, access: Access | None = None) -> FastAPI:
 def ready(request: Request) -> JSONResponse:
     """Readiness: the database answers and its schema is the one this fakescan needs."""
     try:
-        with request.app.state.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        ensure_schema(request.app.state.settings, request.app.state.engine)
+        request.app.state.database.check_ready()
     except (SQLAlchemyError, SchemaOutOfDate) as error:
         log.warning("not ready: %s", error)
         return JSONResponse({"status": "database unavailable"}, status_code=503)

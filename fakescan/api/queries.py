@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fakescan.db import listing, queries, reviews, scans, verdicts
 from fakescan.db.listing import ObjectFilter, Position
-from fakescan.db.models import Scan, ScanItem, StoredObject, Verdict
+from fakescan.db.models import Scan, StoredObject
 from fakescan.errors import UsageError
 from fakescan.progress import read_progress
 from fakescan.verdicts_cli import explain_lines
@@ -126,11 +125,9 @@ def object_detail(session: Session, object_id: int, policy_version: str) -> dict
     if stored is None:
         raise LookupError(f"no object with id {object_id}")
     rows = listing.results_of(session, [object_id]).get(object_id, [])
-    verdict = session.scalar(select(Verdict).where(Verdict.object_id == object_id,
-                                                    Verdict.policy_version == policy_version))
+    verdict = verdicts.stored_verdict(session, object_id, policy_version)
     history = reviews.page_reviews(session, reviews.ReviewQuery(object_id=object_id), None, MAX_PAGE)
-    scan_ids = list(session.scalars(select(ScanItem.scan_id).where(ScanItem.object_id == object_id)
-                                    .order_by(ScanItem.scan_id)))
+    scan_ids = queries.scans_of_object(session, object_id)
     combined = None
     if verdict is not None:
         combined = {"verdict": verdict.verdict, "score": verdict.score, "policy_version": policy_version,
@@ -143,10 +140,7 @@ def object_detail(session: Session, object_id: int, policy_version: str) -> dict
 
 
 def scan_list(session: Session, before: int | None, limit: int) -> dict[str, Any]:
-    statement = select(Scan.id).order_by(Scan.id.desc()).limit(limit + 1)
-    if before is not None:
-        statement = statement.where(Scan.id < before)
-    ids = list(session.scalars(statement))
+    ids = queries.scan_ids_before(session, before, limit + 1)
     items = [read_progress(session, scan_id).as_json() for scan_id in ids[:limit]]
     return {"items": items, "next_cursor": str(ids[limit - 1]) if len(ids) > limit else None}
 
@@ -163,3 +157,12 @@ def scan_detail(session: Session, scan_id: int, policy_version: str) -> dict[str
             "verdicts": {(found or "none"): count for found, count in counts.items()},
             "detector_outcomes": outcomes, "error_kinds": listing.error_kinds(session, scan_id),
             "histograms": listing.score_histograms(session, scan_id)}
+
+
+def detector_spec(session: Session, object_id: int, detector: str) -> tuple[str, str]:
+    """The folder (or name) and version of ``detector`` as the latest scan of the object resolved it."""
+    for detectors in queries.detectors_run_on(session, object_id):
+        for entry in detectors:
+            if entry.get("name") == detector:
+                return entry.get("location") or detector, str(entry.get("version"))
+    raise LookupError(f"no scan of object {object_id} ran detector {detector!r}")

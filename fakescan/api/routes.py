@@ -11,13 +11,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fakescan.api import images, overlay, queries
 from fakescan.api.deps import FiltersDep, Limit, ReviewerDep, SessionDep, principal
 from fakescan.db import listing, reviews
-from fakescan.db.models import Scan, ScanItem, StoredObject
+from fakescan.db.models import Scan, StoredObject
 from worker.decode import DecodeError
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(principal)])
@@ -136,7 +135,7 @@ def get_overlays(request: Request, object_id: int, detector: str, session: Sessi
     stored = session.get(StoredObject, object_id)
     if stored is None:
         raise LookupError(f"no object with id {object_id}")
-    spec, version = _detector_spec(session, object_id, detector)
+    spec, version = queries.detector_spec(session, object_id, detector)
     folder = overlay.cache_folder(request.app.state.settings, object_id, detector, version)
     found = overlay.compute(request.app.state.settings, stored.uri, spec, folder)
     return {"detector": detector, "version": version,
@@ -146,22 +145,11 @@ def get_overlays(request: Request, object_id: int, detector: str, session: Sessi
 @router.get("/objects/{object_id}/overlays/{detector}/{name}.png", response_class=FileResponse)
 def get_overlay_png(request: Request, object_id: int, detector: str, name: str,
                     session: SessionDep) -> FileResponse:
-    _, version = _detector_spec(session, object_id, detector)
+    _, version = queries.detector_spec(session, object_id, detector)
     found = overlay.cached(overlay.cache_folder(request.app.state.settings, object_id, detector, version))
     if name not in found:
         raise overlay.OverlayUnavailable(f"no {name!r} overlay computed for object {object_id} and {detector}")
     return FileResponse(found[name], media_type="image/png")
-
-
-def _detector_spec(session: Session, object_id: int, detector: str) -> tuple[str, str]:
-    """The folder (or name) and version of ``detector`` as the latest scan of the object resolved it."""
-    rows = session.scalars(select(Scan.detectors).join(ScanItem, ScanItem.scan_id == Scan.id)
-                           .where(ScanItem.object_id == object_id).order_by(Scan.id.desc()))
-    for detectors in rows:
-        for entry in detectors:
-            if entry.get("name") == detector:
-                return entry.get("location") or detector, str(entry.get("version"))
-    raise LookupError(f"no scan of object {object_id} ran detector {detector!r}")
 
 
 class ReviewIn(BaseModel):

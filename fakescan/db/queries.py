@@ -1,4 +1,5 @@
-"""Read-side queries over the results database (``fakescan results``, scan summaries); torch-free.
+"""Read-side queries over the results database (``fakescan results``, scan summaries and lists,
+the exporter's gauges, an object's scans); torch-free.
 
 Rows are streamed with ``yield_per`` (a server-side cursor on PostgreSQL), so exporting a million
 results never holds them all in memory.
@@ -7,10 +8,11 @@ results never holds them all in memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from fakescan.db import scans
@@ -121,3 +123,62 @@ def scan_outcomes_by_detector(session: Session, scan_id: int) -> dict[tuple[str,
     )
     return {(detector, status, verdict): count for detector, status, verdict, count in rows}
 
+
+
+def scans_by_state(session: Session) -> list[tuple[str, int]]:
+    """How many scans are in each state."""
+    return [(state, count) for state, count in session.execute(select(Scan.state, func.count()).group_by(Scan.state))]
+
+
+def last_finished_by_source(session: Session) -> list[tuple[str, datetime]]:
+    """When the latest finished scan of each source finished (UTC)."""
+    rows = session.execute(
+        select(Scan.source, func.max(Scan.finished_at)).where(Scan.state == "finished").group_by(Scan.source))
+    return [(source, scans.as_utc(finished)) for source, finished in rows if finished is not None]
+
+
+def unfinished_and_recent_scan_ids(session: Session, recent: int) -> list[int]:
+    """Every scan that has not ended plus the ``recent`` latest that have, in id order."""
+    unfinished = session.scalars(select(Scan.id).where(Scan.finished_at.is_(None)).order_by(Scan.id))
+    latest = session.scalars(
+        select(Scan.id).where(Scan.finished_at.is_not(None)).order_by(Scan.id.desc()).limit(recent))
+    return sorted(set(unfinished) | set(latest))
+
+
+def scan_ids_before(session: Session, before: int | None, limit: int) -> list[int]:
+    """Up to ``limit`` scan ids, newest first, below ``before`` when given."""
+    statement = select(Scan.id).order_by(Scan.id.desc()).limit(limit)
+    if before is not None:
+        statement = statement.where(Scan.id < before)
+    return list(session.scalars(statement))
+
+
+def scans_of_object(session: Session, object_id: int) -> list[int]:
+    """The ids of the scans that enqueued this object, oldest first."""
+    return list(session.scalars(select(ScanItem.scan_id).where(ScanItem.object_id == object_id)
+                                .order_by(ScanItem.scan_id)))
+
+
+def detectors_run_on(session: Session, object_id: int) -> Iterator[list[dict[str, Any]]]:
+    """The detector lists of the scans that enqueued this object, latest scan first."""
+    yield from session.scalars(select(Scan.detectors).join(ScanItem, ScanItem.scan_id == Scan.id)
+                               .where(ScanItem.object_id == object_id).order_by(Scan.id.desc()))
+
+
+def successful_scans(session: Session, source: str, limit: int) -> list[tuple[Any, ...]]:
+    """The latest ``finished`` scans of ``source`` with no given-up item, newest first: rows of
+    (id, started_at, created_at, detectors, options)."""
+    given_up = exists().where(ScanItem.scan_id == Scan.id, ScanItem.state == "given-up")
+    rows = session.execute(
+        select(Scan.id, Scan.started_at, Scan.created_at, Scan.detectors, Scan.options)
+        .where(Scan.source == source, Scan.state == "finished", ~given_up)
+        .order_by(Scan.id.desc())
+        .limit(limit)
+    )
+    return [tuple(row) for row in rows]
+
+
+def object_sizes(session: Session, object_ids: Sequence[int]) -> dict[int, int | None]:
+    """Each object's listed size in bytes (None when the listing gave none)."""
+    return {object_id: size for object_id, size in session.execute(
+        select(StoredObject.id, StoredObject.size).where(StoredObject.id.in_(object_ids)))}

@@ -137,3 +137,9 @@ def _filtered(session: Session, statement: Select[*tuple[Any, ...]], scan_id: in
     elif verdict is not None:
         statement = statement.where(Verdict.verdict == verdict)
     return statement
+
+
+def stored_verdict(session: Session, object_id: int, policy_version: str) -> Verdict | None:
+    """The object's combined verdict under this policy version, if one was computed."""
+    return session.scalar(select(Verdict).where(Verdict.object_id == object_id,
+                                                Verdict.policy_version == policy_version))

@@ -23,14 +23,18 @@ from fakescan.settings import load_settings
 from tests.fault_proxy import FaultPlan, FaultProxy
 from tests.worker_support import detector_folder, image_bytes
 from worker import tasks
-from worker.runtime import forget_process_runtime
+from worker.runtime import forget_process_runtime, use_settings
 
 pytestmark = pytest.mark.integration
 POISON = "photos/poison.png"
 
 
 class EagerWorker:
-    """The scheduler's dispatcher: each batch runs the real Celery task in this process."""
+    """The scheduler's dispatcher: each batch runs the real Celery task in this process, with the
+    scheduler's settings (as a worker started in the same environment)."""
+
+    def __init__(self, settings: Any) -> None:
+        use_settings(settings)
 
     def __call__(self, scan_id: int, batch: int, object_ids: list[int]) -> None:
         tasks.scan_batch.apply(args=(scan_id, object_ids), kwargs={"batch": batch})
@@ -53,7 +57,7 @@ def archive(s3_service: Any, s3_bucket: str, postgres_url: str, monkeypatch: pyt
         client.put_object(Bucket=s3_bucket, Key=f"photos/img{seed}.png", Body=image_bytes(seed))
     client.put_object(Bucket=s3_bucket, Key="photos/corrupt.png", Body=b"\x89PNG\r\n\x1a\nnot really")
     client.put_object(Bucket=s3_bucket, Key=POISON, Body=image_bytes(99) * 20)
-    monkeypatch.setattr(scheduler.cli, "make_dispatcher", lambda settings: EagerWorker())
+    monkeypatch.setattr(scheduler.cli, "make_dispatcher", EagerWorker)
     folder = detector_folder(tmp_path / "detectors", "bright")
     engine = make_engine(load_settings())
     forget_process_runtime()

@@ -19,18 +19,20 @@ from worker import tasks
 from worker.celery_app import check_pool, default_pool
 from worker.fetch import InfrastructureFault
 from worker.pipeline import BatchCrashed
-from worker.runtime import forget_process_runtime, process_runtime
+from worker.runtime import forget_process_runtime, process_runtime, use_settings
 
 
 @pytest.fixture(autouse=True)
 def fresh_runtime() -> Iterator[None]:
-    forget_process_runtime()
+    """Each test's batches run with the settings of its environment, as a worker started with them."""
+    use_settings(load_settings())
     yield
     forget_process_runtime()
 
 
 def test_an_unreachable_database_is_retried_then_raised(monkeypatch):
     monkeypatch.setenv("FAKESCAN_DATABASE_URL", f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    use_settings(load_settings())
     retries = []
 
     def count(**_: object) -> None:

@@ -11,12 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
-
-from fakescan.db import reviews
+from fakescan.db import queries, reviews
 from fakescan.db.engine import make_engine, make_sessionmaker
 from fakescan.db.migrate import ensure_schema
-from fakescan.db.models import StoredObject
 from fakescan.errors import DataError
 from fakescan.settings import Settings
 from fakescan.storage import Store, open_store
@@ -32,8 +29,7 @@ class ReviewedSet(LabelledSet):
             ensure_schema(settings, engine)
             with make_sessionmaker(engine)() as session:
                 rows = reviews.labelled_objects(session, scan_id)
-                sizes = dict(session.execute(select(StoredObject.id, StoredObject.size)
-                                             .where(StoredObject.id.in_([row[0] for row in rows]))).all())
+                sizes = queries.object_sizes(session, [row[0] for row in rows])
         finally:
             engine.dispose()
         self.roots = {uri: (store, key) for _, store, key, uri, _ in rows}
