@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from fakescan.db.database import Database
 from fakescan.settings import Settings
-from worker.cache import ProcessCache
+
+if TYPE_CHECKING:  # imported when a runtime is built: the Celery app imports this module at start-up
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from fakescan.db.database import Database
+    from worker.cache import ProcessCache
 
 
 @dataclass
@@ -30,6 +33,9 @@ class WorkerRuntime:
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerRuntime":
+        from fakescan.db.database import Database
+        from worker.cache import ProcessCache
+
         # the schema check: SQLite migrates itself; PostgreSQL must be at head
         return cls(settings, Database.connect(settings), ProcessCache(settings), os.getpid())
 
