@@ -14,7 +14,7 @@ from fakescan.cli import main
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
 from worker.lab.config import TrainConfig
-from worker.lab.trainer import train
+from worker.lab.train import train
 
 pytestmark = pytest.mark.model
 

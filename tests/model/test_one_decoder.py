@@ -23,7 +23,7 @@ from worker.detectors import load_detector
 from worker.lab.config import TrainConfig
 from worker.lab.data import open_labelled
 from worker.lab.evaluate import score_set
-from worker.lab.trainer import train
+from worker.lab.train import train
 
 pytestmark = pytest.mark.model
 ORIENTATION = 0x0112

@@ -13,10 +13,11 @@ from fakescan import catalog
 from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import load_settings
 from tests.tiny_models import build_tiny_siglip_checkpoint, tiny_images, write_labelled_folder
-from worker.detectors import detector_class, load_detector
-from worker.detectors.siglip2 import Siglip2Detector, file_digest, set_trainable
+from worker.detectors import load_detector
+from worker.detectors.siglip2 import Siglip2Detector, file_digest
 from worker.lab.config import TrainConfig
-from worker.lab.siglip2 import fine_tune, fine_tune_detector, load_base, training_stages
+from worker.lab.recipes import recipe_for
+from worker.lab.siglip2 import fine_tune, fine_tune_detector, load_base, set_trainable, training_stages
 
 pytestmark = pytest.mark.model
 
@@ -145,8 +146,8 @@ def test_fine_tunes_from_s3_base_and_data_like_from_disk(base: Path, data: Path,
             client.upload_file(str(path), s3_bucket, f"{prefix}/{path.relative_to(root).as_posix()}")
     from_s3 = fine_tune(f"s3://{s3_bucket}/train", tmp_path / "s3", config(f"s3://{s3_bucket}/models/siglip2-tiny"),
                         settings, progress=False)
-    family = detector_class("siglip2")  # the hook `fakescan train siglip2` calls
-    from_disk = family.fine_tune(str(data), tmp_path / "disk", config(str(base)), settings, progress=False)
+    recipe = recipe_for("siglip2")  # what `fakescan train siglip2` runs
+    from_disk = recipe(str(data), tmp_path / "disk", config(str(base)), settings, progress=False)
     assert from_s3["training"]["base"].startswith("s3://") and from_s3["training"]["data"].startswith("s3://")
     assert from_s3["version"] == from_disk["version"]
 

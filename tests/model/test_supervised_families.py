@@ -18,7 +18,7 @@ from tests.model.labelled_images import labelled_files, write_folder
 from worker.decode import decode_image
 from worker.detectors import load_detector
 from worker.lab.config import TrainConfig
-from worker.lab.trainer import train
+from worker.lab.train import train
 
 pytestmark = pytest.mark.model
 PIXELS = 64_000_000  # the default scan limit
@@ -85,6 +85,36 @@ def test_unknown_family_names_the_known_ones(tiny_set, tmp_path, capsys):
     code = main(["train", "no-such-family", str(tiny_set), "--out", str(tmp_path / "x")])
     error = capsys.readouterr().err
     assert code == 2 and "no-such-family" in error and "compact-cnn" in error and "mobilenet-v2" in error
+
+
+def test_a_known_family_without_a_recipe_names_the_trainable_ones(tiny_set, tmp_path, capsys):
+    code = main(["train", "hf-classifier", str(tiny_set), "--out", str(tmp_path / "x")])
+    error = capsys.readouterr().err
+    assert code == 2 and "'hf-classifier' is not trained" in error
+    assert "compact-cnn, efficientnet-attention, mobilenet-v2, photo-crops, siglip2" in error
+
+
+def test_recipes_live_in_the_lab_not_on_detector_classes():
+    import worker.lab.train  # noqa: F401  (registers every recipe)
+    from worker.detectors import detector_class
+    from worker.lab.recipes import recipe_for, trainable_families
+
+    assert trainable_families() == ["compact-cnn", "efficientnet-attention", "mobilenet-v2", "photo-crops", "siglip2"]
+    for family in trainable_families():
+        assert recipe_for(family).__module__.startswith("worker.lab.")
+        cls = detector_class(family)
+        hooks = ("fine_tune", "training_stages", "parameter_groups", "load_backbone", "threshold_objective")
+        assert [hook for hook in hooks if hasattr(cls, hook)] == []
+
+
+def test_a_second_recipe_for_a_family_is_refused():
+    import worker.lab.train  # noqa: F401
+    from fakescan.catalog import DuplicateName
+    from worker.lab.recipes import recipe, recipe_for
+
+    with pytest.raises(DuplicateName, match="compact-cnn.*worker.lab.cnn"):
+        recipe("compact-cnn")(lambda *args, **kwargs: {})
+    assert recipe_for("compact-cnn").__module__ == "worker.lab.cnn"
 
 
 class _Payload:

@@ -17,7 +17,7 @@ from worker.detectors import register_family
 from worker.detectors.base import Preprocessing
 from worker.detectors.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD
 from worker.detectors.overlays import scale_maps
-from worker.detectors.torch_classifier import TorchClassifier, load_prefixed
+from worker.detectors.torch_classifier import TorchClassifier
 
 VARIANTS = ("b0", "b1", "b2", "b3")
 
@@ -74,22 +74,6 @@ class EfficientNetAttentionDetector(TorchClassifier):
     def preprocessing_for(cls, options: dict[str, Any]) -> Preprocessing:
         size = int(options["input_size"])
         return Preprocessing((size, size), IMAGENET_MEAN, IMAGENET_STD, "bicubic")
-
-    @classmethod
-    def parameter_groups(cls, module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-        """The Dense(64) kernel carries the model card's L2 penalty; everything else the usual decay."""
-        if not isinstance(module, EfficientNetAttention):
-            raise TypeError(f"expected the EfficientNetAttention this family builds, got {type(module).__name__}")
-        dense_weight = module.get_parameter("dense.1.weight")
-        groups = super().parameter_groups(module, weight_decay)
-        groups[0]["params"] = [p for p in groups[0]["params"] if p is not dense_weight]
-        if dense_weight.requires_grad:
-            groups.append({"params": [dense_weight], "weight_decay": module.dense_weight_decay})
-        return groups
-
-    @classmethod
-    def load_backbone(cls, module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-        return load_prefixed(module.get_submodule("backbone"), state, ("features.", "backbone."))
 
     def explanation_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.inference_mode():

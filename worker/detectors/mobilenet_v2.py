@@ -15,7 +15,7 @@ from torch import nn
 from worker.detectors import register_family
 from worker.detectors.base import Preprocessing
 from worker.detectors.overlays import grad_cam
-from worker.detectors.torch_classifier import TorchClassifier, load_prefixed
+from worker.detectors.torch_classifier import TorchClassifier
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -38,8 +38,6 @@ class MobileNetV2Classifier(nn.Module):
 @register_family("mobilenet-v2")
 class MobileNetV2Detector(TorchClassifier):
     module: MobileNetV2Classifier
-    threshold_objective = "macro-f1"
-    class_weights_default = True
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
@@ -53,10 +51,6 @@ class MobileNetV2Detector(TorchClassifier):
     def preprocessing_for(cls, options: dict[str, Any]) -> Preprocessing:
         size = int(options["input_size"])
         return Preprocessing((size, size), IMAGENET_MEAN, IMAGENET_STD, "bilinear")
-
-    @classmethod
-    def load_backbone(cls, module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-        return load_prefixed(module.get_submodule("backbone"), state, ("features.", "backbone."))
 
     def explanation_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         maps = grad_cam(self.module, self.module.backbone[-1], batch)

@@ -4,7 +4,7 @@ The fixed-resolution SigLIP2 checkpoints are SigLIP-architecture models (``model
 so the classifier is transformers' ``SiglipForImageClassification``: the vision tower, mean-pooled
 patch tokens, a linear head. A detector folder is a plain Hugging Face checkpoint (config,
 safetensors weights, image processor config) plus ``fakescan.json``; ``transformers`` alone can
-load it too. Fine-tuning lives in :mod:`worker.lab.siglip2`.
+load it too. Fine-tuning is the lab's (``fakescan train siglip2``); nothing here trains.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from torch import nn
@@ -37,32 +37,6 @@ def check_architecture(model: nn.Module) -> None:
         raise DetectorError(f"family 'siglip2' needs a fixed-resolution SigLIP2 checkpoint "
                             f"({', '.join(SUPPORTED_CLASSES)}), got {type(model).__name__}; "
                             "other classifiers run as family 'hf-classifier'")
-
-
-def encoder_blocks(model: Any) -> nn.ModuleList:  # model: a transformers SigLIP classifier
-    return model.vision_model.encoder.layers
-
-
-def head_parameters(model: Any) -> list[nn.Parameter]:
-    return list(model.classifier.parameters())
-
-
-def top_block_parameters(model: Any, blocks: int) -> list[nn.Parameter]:
-    """The head, the final layer norm and the last ``blocks`` encoder blocks (clamped to the depth)."""
-    layers = encoder_blocks(model)
-    chosen = list(layers)[len(layers) - min(max(blocks, 0), len(layers)):]
-    return head_parameters(model) + list(model.vision_model.post_layernorm.parameters()) + [
-        parameter for layer in chosen for parameter in layer.parameters()]
-
-
-def set_trainable(model: nn.Module, parameters: Iterable[nn.Parameter] | None) -> int:
-    """Freeze everything but ``parameters`` (None: train everything); returns how many tensors train."""
-    wanted = None if parameters is None else set(map(id, parameters))
-    count = 0
-    for parameter in model.parameters():
-        parameter.requires_grad_(wanted is None or id(parameter) in wanted)
-        count += parameter.requires_grad
-    return count
 
 
 def preprocessing_of(processor: Any) -> Preprocessing:
@@ -99,15 +73,6 @@ class Siglip2Detector(HFClassifier):
         check_architecture(model)
         return cls(manifest.get("name", folder.name if folder else "siglip2"), str(manifest.get("version", "")),
                    manifest, model, processor, settings.resolved_device(), settings.precision)
-
-    @classmethod
-    def fine_tune(cls, data: str, out: Path, config: Any, settings: Any, command: str = "", name: str | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-        """``fakescan train siglip2``: the staged fine-tuning of :mod:`worker.lab.siglip2`; returns the
-        manifest."""
-        from worker.lab.siglip2 import fine_tune
-
-        return fine_tune(data, out, config, settings, command, name, progress)
 
     def save(self, folder: Path) -> str:
         """Write the checkpoint, then the manifest naming its weights' hash; returns the new version.

@@ -21,7 +21,6 @@ from torch import nn
 from fakescan.errors import DetectorError
 from worker.detectors.base import Detector, InputNeed, Prediction, Preprocessing
 from worker.detectors.device import autocast, place, to_device
-from worker.lab.config import Stage, TrainConfig
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
@@ -72,10 +71,8 @@ def weights_digest(path: Path) -> str:
 
 
 class TorchClassifier(Detector):
-    """A trainable detector family; see :mod:`worker.lab.config` for the trainer protocol."""
+    """A PyTorch family: builds its network from the manifest's options; how it trains is the lab's."""
 
-    threshold_objective: ClassVar[str] = "fixed"  # "macro-f1": training picks the threshold on validation
-    class_weights_default: ClassVar[bool] = False  # weight the training loss by inverse class frequency
     predict_batch_size: ClassVar[int] = 64
     prepare_keeps_image: ClassVar[bool] = False  # prepare() returns a small uint8 array at the network's size
     # inference options every family accepts besides its own (stored in the manifest's options)
@@ -103,25 +100,6 @@ class TorchClassifier(Detector):
     @abstractmethod
     def preprocessing_for(cls, options: dict[str, Any]) -> Preprocessing:
         """Input size and normalisation for these options."""
-
-    @classmethod
-    def training_stages(cls, module: nn.Module, config: TrainConfig) -> list[Stage]:
-        return [Stage("all", config.epochs)]
-
-    @classmethod
-    def parameter_groups(cls, module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-        """Weight decay on weights, none on biases and normalisation parameters."""
-        decay: list[nn.Parameter] = []
-        plain: list[nn.Parameter] = []
-        for parameter in module.parameters():
-            if parameter.requires_grad:
-                (decay if parameter.ndim > 1 else plain).append(parameter)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-
-    @classmethod
-    def load_backbone(cls, module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-        """Copy user-supplied backbone weights in; returns the names that were loaded."""
-        raise DetectorError(f"family {cls.family!r} takes no backbone weights")
 
     def explanation_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-image heat maps (N, h, w) in [0, 1] by name; default none."""
@@ -244,21 +222,3 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DetectorError(f"{path} does not hold a state dict of tensors")
     return state
-
-
-def load_prefixed(target: nn.Module, state: dict[str, torch.Tensor], prefixes: Sequence[str]) -> list[str]:
-    """Load the tensors whose names start with one of ``prefixes`` (stripped) into ``target``, completely."""
-    renamed: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        prefix = next((p for p in prefixes if key.startswith(p)), None)
-        if prefix is not None:
-            renamed[key[len(prefix):]] = value
-    if not renamed:
-        raise DetectorError(f"no backbone tensors in the weights (expected names starting with {', '.join(prefixes)})")
-    try:
-        missing, _unexpected = target.load_state_dict(renamed, strict=False)
-    except RuntimeError as error:
-        raise DetectorError(f"backbone weights do not fit: {str(error).splitlines()[0]}") from None
-    if missing:
-        raise DetectorError(f"backbone weights lack {len(missing)} tensors, e.g. {missing[0]}")
-    return sorted(renamed)

@@ -64,7 +64,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from worker.lab.config import TrainConfig
-    from worker.lab.trainer import train
+    from worker.lab.train import train
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:

@@ -1,11 +1,9 @@
-"""What ``fakescan train`` asks of a family, and what a family tells the trainer back.
+"""What ``fakescan train`` hands a family's recipe (:mod:`worker.lab.recipes`), and the stages of a run.
 
-The trainer protocol, kept small on purpose: a trainable family subclasses
-:class:`worker.detectors.torch_classifier.TorchClassifier` and provides ``build_module(options)``
-and ``preprocessing_for(options)``; it may override ``training_stages`` (staged fine-tuning: which
-parameters train, for how many epochs, at what learning rate), ``parameter_groups`` (per-layer
-weight decay) and ``load_backbone`` (start from user-supplied weights). The trainer does the rest:
-data, augmentation, loss, optimiser, schedule, validation, threshold, save.
+A TorchClassifier family provides only what its network is: ``build_module(options)`` and
+``preprocessing_for(options)``. How it trains (threshold objective, class weighting, weight-decay
+groups, backbone weights, stages) is an :class:`~worker.lab.trainer.EpochPlan` in
+:mod:`worker.lab.cnn`; a family with a schedule of its own registers its own recipe.
 """
 
 from __future__ import annotations

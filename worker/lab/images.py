@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fakescan.errors import DataError
+from fakescan.errors import DataError, UsageError
 from worker.decode import DecodeError
 from worker.detectors.base import Preprocessing
 from worker.detectors.torch_classifier import resized_array
@@ -86,3 +86,14 @@ def validation_mask(items: list[LabelledItem], fraction: float) -> torch.Tensor:
     """True for items held out for validation, chosen by a hash of the key (stable as the set grows)."""
     cut = int(fraction * 10_000)
     return torch.tensor([int(hashlib.sha1(item.key.encode()).hexdigest()[:8], 16) % 10_000 < cut for item in items])
+
+
+def split_validation(bank: ImageBank, fraction: float) -> tuple[ImageBank, ImageBank | None]:
+    """The bank without, and with only, its validation items (``fraction`` 0: no validation)."""
+    if fraction <= 0:
+        return bank, None
+    held = validation_mask(bank.items, fraction)
+    if held.all() or not held.any():
+        raise UsageError(f"--val-fraction {fraction} leaves no {'training' if held.all() else 'validation'} "
+                         f"images out of {len(bank)}; use more data or another fraction (0 disables validation)")
+    return bank.subset(torch.nonzero(~held).flatten()), bank.subset(torch.nonzero(held).flatten())

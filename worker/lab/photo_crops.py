@@ -48,6 +48,7 @@ from worker.lab.config import TrainConfig
 from worker.lab.data import LABELS, LabelledSet, item_groups, open_labelled
 from worker.lab.lite_weights import load_package_weights, package_weights
 from worker.lab.metrics import classification_metrics
+from worker.lab.recipes import recipe
 
 log = logging.getLogger(__name__)
 RECIPE_OPTIONS = {"probe_c": 0.05, "augmented_views": 1, "train_grid": 1, "target_fpr": 0.02, "uncertain_fpr": 0.10}
@@ -208,6 +209,7 @@ def worst_source_threshold(scores: np.ndarray, labels: np.ndarray, groups: list[
     return float(worst)
 
 
+@recipe("photo-crops")
 def train_photo_crops(data: str, out: Path, config: TrainConfig, settings: Settings, command: str = "",
                       name: str | None = None, progress: bool = True) -> dict[str, Any]:
     from worker.lab.trainer import write_detector

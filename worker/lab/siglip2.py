@@ -21,10 +21,11 @@ import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from fakescan import catalog
@@ -32,21 +33,14 @@ from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import Settings
 from worker.detectors.device import autocast
 from worker.detectors.hf_classifier import fake_label_indices, load_checkpoint, quiet_transformers
-from worker.detectors.siglip2 import (
-    Siglip2Detector,
-    check_architecture,
-    encoder_blocks,
-    head_parameters,
-    preprocessing_of,
-    set_trainable,
-    top_block_parameters,
-)
-from worker.detectors.torch_classifier import TorchClassifier, normalise
+from worker.detectors.siglip2 import Siglip2Detector, check_architecture, preprocessing_of
+from worker.detectors.torch_classifier import normalise
 from worker.lab.config import Stage, TrainConfig
 from worker.lab.data import LABELS, open_labelled
-from worker.lab.images import ImageBank, load_bank
+from worker.lab.images import ImageBank, load_bank, split_validation
 from worker.lab.metrics import classification_metrics
-from worker.lab.trainer import _split as split_validation
+from worker.lab.recipes import recipe
+from worker.lab.trainer import decay_groups
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +49,32 @@ STAGE_DEFAULTS: dict[str, int | float] = {
     "top_epochs": 3, "top_lr": 5e-5, "top_blocks": 6,
     "full_epochs": 2, "full_lr": 1e-5,
 }
+
+
+def encoder_blocks(model: Any) -> nn.ModuleList:  # model: a transformers SigLIP classifier
+    return model.vision_model.encoder.layers
+
+
+def head_parameters(model: Any) -> list[nn.Parameter]:
+    return list(model.classifier.parameters())
+
+
+def top_block_parameters(model: Any, blocks: int) -> list[nn.Parameter]:
+    """The head, the final layer norm and the last ``blocks`` encoder blocks (clamped to the depth)."""
+    layers = encoder_blocks(model)
+    chosen = list(layers)[len(layers) - min(max(blocks, 0), len(layers)):]
+    return head_parameters(model) + list(model.vision_model.post_layernorm.parameters()) + [
+        parameter for layer in chosen for parameter in layer.parameters()]
+
+
+def set_trainable(model: nn.Module, parameters: Iterable[nn.Parameter] | None) -> int:
+    """Freeze everything but ``parameters`` (None: train everything); returns how many tensors train."""
+    wanted = None if parameters is None else set(map(id, parameters))
+    count = 0
+    for parameter in model.parameters():
+        parameter.requires_grad_(wanted is None or id(parameter) in wanted)
+        count += parameter.requires_grad
+    return count
 
 
 def training_stages(options: dict[str, Any]) -> list[Stage]:
@@ -174,7 +194,7 @@ def run_stage(detector: Siglip2Detector, stage: Stage, train_bank: ImageBank, va
     if stage.epochs == 0:
         return record
     lr = config.lr if stage.lr is None else stage.lr
-    optimiser = torch.optim.AdamW(TorchClassifier.parameter_groups(model, config.weight_decay), lr=lr)
+    optimiser = torch.optim.AdamW(decay_groups(model, config.weight_decay), lr=lr)
     steps = -(-len(train_bank) // config.batch_size) * stage.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
     for epoch in range(1, stage.epochs + 1):
@@ -228,9 +248,10 @@ def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Sett
     return detector
 
 
-def fine_tune(data: str, out: Path, config: TrainConfig, settings: Settings, command: str = "",
+@recipe("siglip2")
+def fine_tune(data: str, out: Path, config: TrainConfig, settings: Settings, *, command: str = "",
               name: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """``fakescan train siglip2``: the same call shape as :func:`worker.lab.trainer.train`."""
+    """``fakescan train siglip2``: the staged fine-tuning; returns the manifest."""
     return fine_tune_detector(data, out, config, settings, command, name, progress).manifest
 
 

@@ -1,4 +1,4 @@
-"""``fakescan train``: fit a trainable family on a labelled set and write a detector folder.
+"""The epoch loop that trains the TorchClassifier families (their recipes: :mod:`worker.lab.cnn`).
 
 Deterministic for a seed on one device: seeded weights, seeded shuffling and augmentation,
 deterministic kernels where torch has them, a hash-chosen validation split. After every epoch the
@@ -8,23 +8,23 @@ folder is rewritten (weights, then manifest), so a run stopped late still leaves
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from fakescan.errors import UsageError
+from fakescan.errors import DetectorError, UsageError
 from fakescan.settings import Settings
-from worker.detectors.base import Detector, write_manifest
+from worker.detectors import detector_class
+from worker.detectors.base import write_manifest
 from worker.detectors.torch_classifier import (
     WEIGHTS,
     TorchClassifier,
@@ -36,12 +36,36 @@ from worker.detectors.torch_classifier import (
 )
 from worker.lab.config import Stage, TrainConfig
 from worker.lab.data import LABELS, open_labelled
-from worker.lab.images import ImageBank, load_bank, validation_mask
+from worker.lab.images import ImageBank, load_bank, split_validation
 from worker.lab.metrics import classification_metrics, threshold_for_macro_f1
 
 log = logging.getLogger(__name__)
-# families whose training is a recipe of its own (module:function), not the epoch loop below
-RECIPES = {"photo-crops": "worker.lab.photo_crops:train_photo_crops"}
+
+
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights, none on biases and normalisation parameters."""
+    decay: list[nn.Parameter] = []
+    plain: list[nn.Parameter] = []
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim > 1 else plain).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def one_stage(module: nn.Module, config: TrainConfig) -> list[Stage]:
+    return [Stage("all", config.epochs)]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What the epoch loop needs to know of a family beyond its detector class (see :mod:`worker.lab.cnn`)."""
+
+    threshold_objective: str = "fixed"  # "macro-f1": the threshold is chosen on the validation images
+    class_weights: bool = False  # weight the loss by inverse class frequency unless --class-weights says otherwise
+    parameter_groups: Callable[[nn.Module, float], list[dict[str, Any]]] = decay_groups
+    # copies user-supplied backbone weights in and returns the names loaded; None: no backbone weights
+    load_backbone: Callable[[nn.Module, dict[str, torch.Tensor]], list[str]] | None = None
+    stages: Callable[[nn.Module, TrainConfig], list[Stage]] = one_stage  # staged fine-tuning: what trains when
 
 
 @dataclass
@@ -49,6 +73,7 @@ class Run:
     """Everything one training run carries between epochs."""
 
     cls: type[TorchClassifier]
+    plan: EpochPlan
     module: nn.Module
     config: TrainConfig
     train: ImageBank
@@ -59,68 +84,34 @@ class Run:
     progress: bool
 
 
-def trainable_class(family: str) -> type[Detector]:
-    """A family ``fakescan train`` can fit: a TorchClassifier, or one with its own ``fine_tune``."""
-    from fakescan.catalog import families
-    from worker.detectors import detector_class
-
+def train_epochs(family: str, plan: EpochPlan, data: str, out: Path, config: TrainConfig, settings: Settings, *,
+                 command: str = "", name: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train a TorchClassifier family with the epoch loop, validate, choose the threshold, write the folder."""
     cls = detector_class(family)
-    if not _is_trainable(cls):
-        trainable = [name for name in sorted(families()) if _is_trainable(_class_or_none(name))]
-        raise UsageError(f"family {family!r} is not trained with 'fakescan train'; trainable: {', '.join(trainable)}")
-    return cls
-
-
-def _is_trainable(cls: type[Detector] | None) -> bool:
-    return cls is not None and (cls.family in RECIPES or issubclass(cls, TorchClassifier)
-                                or callable(getattr(cls, "fine_tune", None)))
-
-
-def _class_or_none(family: str) -> type[Detector] | None:
-    from worker.detectors import detector_class
-
-    try:
-        return detector_class(family)
-    except ImportError:  # a family whose optional dependencies are missing is simply not listed
-        return None
-
-
-def train(family: str, data: str, out: Path, config: TrainConfig, settings: Settings,
-          command: str = "", name: str | None = None, progress: bool = True) -> Detector:
-    """Train, validate, choose the threshold and write the detector folder; returns the trained detector."""
-    cls = trainable_class(family)
-    if family in RECIPES:
-        module_name, _, function = RECIPES[family].partition(":")
-        recipe = getattr(importlib.import_module(module_name), function)
-        manifest = recipe(data, out, config, settings, command=command, name=name, progress=progress)
-        return cls.load(out, settings.model_copy(update={"device": config.device, "precision": config.precision}),
-                        manifest)
-    if not issubclass(cls, TorchClassifier):  # a family with its own schedule (siglip2's staged fine-tuning)
-        # not on Detector: trainable_class checked that this family defines fine_tune
-        manifest = cls.fine_tune(  # type: ignore[attr-defined]
-            data, out, config, settings, command=command, name=name, progress=progress)
-        return cls.load(out, settings.model_copy(update={"device": config.device, "precision": config.precision}),
-                        manifest)
+    if not issubclass(cls, TorchClassifier):
+        raise TypeError(f"the epoch loop trains TorchClassifier families; {family!r} is {cls.__qualname__}")
     options = cls.complete_options(config.options)
     preprocessing = cls.preprocessing_for(options)
     _make_deterministic(config)
     labelled = open_labelled(data, settings).limited(config.limit, config.seed)
     bank = load_bank(labelled, preprocessing, progress)
-    train_bank, validation = _split(bank, config.val_fraction)
+    train_bank, validation = split_validation(bank, config.val_fraction)
     module = cls.build_module(options)
     if config.backbone_weights:
-        loaded = cls.load_backbone(module, read_state_dict(local_file(config.backbone_weights, settings)))
+        if plan.load_backbone is None:
+            raise DetectorError(f"family {family!r} takes no backbone weights")
+        loaded = plan.load_backbone(module, read_state_dict(local_file(config.backbone_weights, settings)))
         log.info("loaded %d backbone tensors from %s", len(loaded), config.backbone_weights)
     module.to(config.device)
     manifest = _manifest(cls, name or out.name, options, preprocessing.as_json(), labelled, bank, train_bank,
                          validation, config, command)
-    run = Run(cls, module, config, train_bank, validation, torch.Generator().manual_seed(config.seed),
+    run = Run(cls, plan, module, config, train_bank, validation, torch.Generator().manual_seed(config.seed),
               manifest, out, progress)
     started = time.monotonic()
-    for stage in cls.training_stages(module, config):
+    for stage in plan.stages(module, config):
         _train_stage(run, stage, started)
     _finish(run)
-    return cls(run.manifest["name"], run.manifest["version"], run.manifest, module, config.device, config.precision)
+    return run.manifest
 
 
 def _make_deterministic(config: TrainConfig) -> None:
@@ -128,16 +119,6 @@ def _make_deterministic(config: TrainConfig) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)  # a few CUDA kernels have no deterministic form
     if config.threads:
         torch.set_num_threads(config.threads)
-
-
-def _split(bank: ImageBank, fraction: float) -> tuple[ImageBank, ImageBank | None]:
-    if fraction <= 0:
-        return bank, None
-    held = validation_mask(bank.items, fraction)
-    if held.all() or not held.any():
-        raise UsageError(f"--val-fraction {fraction} leaves no {'training' if held.all() else 'validation'} "
-                         f"images out of {len(bank)}; use more data or another fraction (0 disables validation)")
-    return bank.subset(torch.nonzero(~held).flatten()), bank.subset(torch.nonzero(held).flatten())
 
 
 def local_file(location: str, settings: Settings) -> Path:
@@ -176,11 +157,11 @@ def _train_stage(run: Run, stage: Stage, started: float) -> None:
     trainable = set(map(id, stage.parameters(run.module))) if stage.parameters else None
     for parameter in run.module.parameters():
         parameter.requires_grad_(trainable is None or id(parameter) in trainable)
-    optimiser = torch.optim.AdamW(run.cls.parameter_groups(run.module, config.weight_decay), lr=stage.lr or config.lr)
+    optimiser = torch.optim.AdamW(run.plan.parameter_groups(run.module, config.weight_decay), lr=stage.lr or config.lr)
     steps = max(1, -(-len(run.train) // config.batch_size)) * stage.epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=stage.lr or config.lr, total_steps=steps,
                                                    pct_start=0.25)
-    balance = run.cls.class_weights_default if config.class_weights is None else config.class_weights
+    balance = run.plan.class_weights if config.class_weights is None else config.class_weights
     weights = _class_weights(run.train.labels) if balance else None
     for epoch in range(stage.epochs):
         loss, accuracy = _train_epoch(run, optimiser, schedule, weights, f"{stage.name} {epoch + 1}/{stage.epochs}")
@@ -296,7 +277,7 @@ def _finish(run: Run) -> None:
     if run.validation is not None:
         labels = run.validation.labels.tolist()
         scores = bank_scores(run.module, run.validation, run.config.device, _flip_average(run)).tolist()
-        if run.cls.threshold_objective == "macro-f1" and len(set(labels)) == 2:
+        if run.plan.threshold_objective == "macro-f1" and len(set(labels)) == 2:
             threshold = threshold_for_macro_f1(labels, scores)
         run.manifest["training"]["validation_metrics"] = classification_metrics(labels, scores, threshold)
     run.manifest["thresholds"] = {"threshold": threshold, "low": None, "high": None}
