@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fakescan.settings import load_settings
 from worker.lab.metrics import classification_metrics
 
@@ -25,40 +23,26 @@ CHUNK = 512
 COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "false_positive_rate")
 
 
-def balanced_sample(labelled: Any, limit: int, seed: int) -> list[Any]:
-    """A seeded random half-real, half-fake sample. Random rather than evenly spread over the sorted
-    keys: CIFAKE's names ("12 (3).jpg") sort by image number first, so a fixed stride would keep
-    only a few of the ten CIFAR classes."""
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in (0, 1):
-        items = [item for item in labelled.items if item.label == label]
-        picked = rng.choice(len(items), size=min(limit // 2, len(items)), replace=False)
-        chosen += [items[i] for i in sorted(picked)]
-    return chosen
-
-
-def decoded(labelled: Any, items: list[Any], max_pixels: int) -> tuple[list[int], list[Any]]:
-    """The labels and decoded images of items, undecodable ones left out."""
-    from worker.decode import DecodeError, decode_image
+def decoded(labelled: Any, items: list[Any]) -> tuple[list[int], list[Any]]:
+    """The labels and decoded images (the scan's decoder) of items, undecodable ones left out."""
+    from worker.decode import DecodeError
 
     labels, images = [], []
     for item, data in zip(items, labelled.read_many(items), strict=True):
         try:
-            images.append(decode_image(data, max_pixels))
+            images.append(labelled.decode(data))
             labels.append(item.label)
         except DecodeError:
             continue
     return labels, images
 
 
-def score_all(detector: Any, labelled: Any, items: list[Any],
-              max_pixels: int) -> tuple[list[int], list[float], dict[str, list[float]]]:
+def score_all(detector: Any, labelled: Any) -> tuple[list[int], list[float], dict[str, list[float]]]:
     labels: list[int] = []
     scores: list[float] = []
     parts: dict[str, list[float]] = {name: [] for name in detector.members}
-    for start in range(0, len(items), CHUNK):
-        chunk_labels, images = decoded(labelled, items[start:start + CHUNK], max_pixels)
+    for start in range(0, len(labelled.items), CHUNK):
+        chunk_labels, images = decoded(labelled, labelled.items[start:start + CHUNK])
         for label, prediction in zip(chunk_labels, detector.predict(images), strict=True):
             labels.append(label)
             scores.append(prediction.score)
@@ -74,10 +58,9 @@ def measure(folder: str, data: str, limit: int, seed: int) -> dict[str, Any]:
 
     settings = load_settings()
     detector = load_detector(ref_from_folder(Path(folder).resolve()), settings)
-    labelled = open_labelled(data, settings)
+    sample = open_labelled(data, settings).limited(limit, seed)  # the lab's seeded, balanced draw
     started = time.perf_counter()
-    labels, scores, parts = score_all(detector, labelled, balanced_sample(labelled, limit, seed),
-                                      settings.max_image_pixels)
+    labels, scores, parts = score_all(detector, sample)
     seconds = time.perf_counter() - started
     member_threshold = detector.manifest["ensemble"]["percentile"] / 100
     rows = {"ensemble": classification_metrics(labels, scores, detector.thresholds.threshold)}

@@ -27,19 +27,9 @@ from typing import Any
 import numpy as np
 
 from fakescan.settings import load_settings
-from tests.benchmarks.bench_ensemble import balanced_sample, decoded
 
 SIZE = 32
 FEATURES = ("patches", "residual_stats", "texture", "fft_multiscale", "edges_multiscale", "colour")
-
-
-def labelled_array(data: str, limit: int, seed: int, settings: Any) -> tuple[np.ndarray, np.ndarray]:
-    from worker.detectors.ensemble.features import to_array
-    from worker.lab.data import open_labelled
-
-    labelled = open_labelled(data, settings)
-    labels, images = decoded(labelled, balanced_sample(labelled, limit, seed), settings.max_image_pixels)
-    return to_array(images, SIZE), np.array(labels)
 
 
 def probe(fit: np.ndarray, test: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float]:
@@ -62,12 +52,12 @@ def probe(fit: np.ndarray, test: np.ndarray, labels: np.ndarray, seed: int) -> d
 def measure(real: str, data: str, class_dir: str | None, fit_limit: int, limit: int, seed: int) -> dict[str, Any]:
     import worker.detectors.ensemble  # noqa: F401  (registers the features)
     from worker.detectors.ensemble.features import FeatureBank
-    from worker.lab.ensemble.realset import load_array, open_real_images
+    from worker.lab.data import open_labelled, open_real
+    from worker.lab.images import load_array
 
     settings = load_settings()
-    reals = open_real_images(real, settings, class_dir).limited(fit_limit, seed)
-    fit_images, _ = load_array(reals, SIZE, settings, progress=False)
-    test_images, labels = labelled_array(data, limit, seed, settings)
+    fit_images, _, _ = load_array(open_real(real, settings, class_dir).limited(fit_limit, seed), SIZE, progress=False)
+    test_images, labels, _ = load_array(open_labelled(data, settings).limited(limit, seed), SIZE, progress=False)
     fit_bank, test_bank = FeatureBank(fit_images), FeatureBank(test_images)
     rows = {name: probe(fit_bank.get(name), test_bank.get(name), labels, seed) for name in FEATURES}
     rows["all"] = probe(fit_bank.stack(FEATURES), test_bank.stack(FEATURES), labels, seed)

@@ -54,3 +54,30 @@ def test_fit_ensemble_tunes_on_the_same_s3_prefix_without_its_fit_images(s3_serv
     manifest = json.loads((tmp_path / "detector" / "fakescan.json").read_text())
     tuning = manifest["ensemble"]["tuning"]
     assert (manifest["training"]["n_images"], tuning["n_real"], tuning["n_fake"]) == (45, 15, 20)
+
+
+def test_a_csv_of_s3_rows_reads_through_one_client(s3_service, s3_bucket, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKESCAN_S3_ENDPOINT_URL", s3_service.url)
+    files = labelled_files(per_class=6)
+    client = boto3.client("s3", endpoint_url=s3_service.url)
+    for key, data in files.items():
+        client.put_object(Bucket=s3_bucket, Key=f"rows/{key}", Body=data)
+    rows = ["path,label"] + [f"s3://{s3_bucket}/rows/{key},{key.split('/')[0].lower()}" for key in sorted(files)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    made = []
+    real_client = boto3.client
+
+    def counting_client(service, *args, **kwargs):
+        made.append(service)
+        return real_client(service, *args, **kwargs)
+
+    monkeypatch.setattr(boto3, "client", counting_client)
+    labelled = open_labelled(str(tmp_path / "labels.csv"), load_settings())
+    read = list(labelled.read_many(labelled.items)) + [labelled.read(labelled.items[0])]
+    subset = labelled.limited(4, seed=1)
+    read_again = list(subset.read_many(subset.items))
+
+    assert made == ["s3"]  # one client for the set and its subsets, not one per row
+    assert read[:-1] == [files[item.key.split("/rows/", 1)[1]] for item in labelled.items]
+    assert read_again == [files[item.key.split("/rows/", 1)[1]] for item in subset.items]
+    assert labelled.counts() == {"real": 6, "fake": 6}

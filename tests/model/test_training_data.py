@@ -1,4 +1,4 @@
-"""Labelled sets from a folder, a zip and a CSV: same items, same order, same fingerprint."""
+"""The lab's one image source: a folder, a zip and a CSV give the same items, order, fingerprint and draws."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from fakescan.errors import DataError
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder, write_zip
-from worker.lab.data import FAKE, REAL, label_from_key, open_labelled
+from worker.lab.data import FAKE, REAL, label_from_key, open_labelled, open_real
+from worker.lab.images import decode_all, load_array
 
 pytestmark = pytest.mark.model
 
@@ -60,3 +61,36 @@ def test_unlabelled_and_malformed_sources_are_data_errors(tmp_path):
     for source in (tmp_path / "plain", tmp_path / "bad.csv", tmp_path / "missing"):
         with pytest.raises(DataError):
             open_labelled(str(source), load_settings())
+
+
+def test_real_images_come_from_the_same_source_and_keys_as_labelled_ones(tmp_path):
+    files = labelled_files(per_class=4)
+    folder, archive = write_folder(tmp_path / "set", files), write_zip(tmp_path / "set.zip", files)
+    settings = load_settings()
+    for source in (folder, archive):
+        reals = [item.key for item in open_labelled(str(source), settings).items if item.label == REAL]
+        assert [item.key for item in open_real(str(source), settings).items] == reals  # the REAL/ folder only
+    assert [item.key for item in open_real(str(folder), settings, class_dir="FAKE").items] == sorted(
+        key for key in files if key.startswith("fake/"))
+    flat = write_folder(tmp_path / "flat", {f"{i}.png": data for i, data in enumerate(files.values())})
+    assert len(open_real(str(flat), settings).items) == 8  # no class folders: the whole source is real
+    assert len(open_real(str(folder), settings).limited(3, seed=0).items) == 3  # one class: the whole limit
+    with pytest.raises(DataError, match="no images in a 'other' folder"):
+        open_real(str(folder), settings, class_dir="other")
+
+
+def test_bad_images_are_skipped_with_their_reason_and_bugs_are_not(tmp_path):
+    files = labelled_files(per_class=3)
+    files["fake/truncated.png"] = files["fake/000.png"][:40]
+    labelled = open_labelled(str(write_folder(tmp_path, files)), load_settings())
+
+    array, labels, skipped = load_array(labelled, 16, progress=False)
+
+    assert array.shape == (6, 16, 16, 3) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(skipped) == 1 and skipped[0].startswith("fake/truncated.png: ")
+
+    def broken(image):
+        raise TypeError("a bug in preparing an image")
+
+    with pytest.raises(TypeError, match="a bug"):
+        decode_all(labelled, (16, 16), broken, progress=False)

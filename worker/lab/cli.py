@@ -187,13 +187,13 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _calibration_data(args: argparse.Namespace, settings: Settings) -> Any:
     from worker.lab.data import open_labelled
-    from worker.lab.reviewed import ReviewedSet
+    from worker.lab.reviewed import open_reviewed
 
     if args.from_reviews == bool(args.data):
         raise UsageError("give either DATA or --from-reviews")
     if args.scan is not None and not args.from_reviews:
         raise UsageError("--scan only selects reviews: add --from-reviews")
-    return ReviewedSet(settings, args.scan) if args.from_reviews else open_labelled(args.data, settings)
+    return open_reviewed(settings, args.scan) if args.from_reviews else open_labelled(args.data, settings)
 
 
 def _register_explain(subparsers: argparse._SubParsersAction) -> None:

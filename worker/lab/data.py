@@ -1,26 +1,31 @@
-"""Labelled image sets for training and evaluation.
+"""The lab's one source of images: training, evaluation, calibration and ensemble fitting all read here.
 
-A data set is a folder, a ``.zip`` (members read in place, never extracted), an ``s3://`` prefix
-(each with ``real/`` and ``fake/`` sub-folders in any case), or a CSV of ``path,label`` rows.
-Items are sorted by key so every run sees the same order, and the set's fingerprint (a hash of
-keys, sizes and labels) goes into the trained detector's manifest.
+A source is a folder, a ``.zip`` (members read in place, never extracted), an ``s3://`` prefix,
+or a CSV of ``path,label`` rows (paths relative to the CSV's folder, absolute, or ``s3://`` URIs).
+Keys are relative to the folder, archive or prefix and sorted, so every run sees the same order
+and a seed draws the same subset on every machine. Labels come from a ``real``/``fake`` folder in
+the key (any case) or the CSV's column. :func:`open_labelled` keeps the labelled images;
+:func:`open_real` takes the real ones a one-class ensemble is fitted on. The set's fingerprint (a
+hash of keys, sizes and labels) goes into the training record. Every image is decoded by the
+scan's decoder with the scan's pixel limit (:meth:`LabelledSet.decode`), so a threshold is chosen
+on the pixels the worker scores.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import random
 import zipfile
-from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from fakescan.errors import DataError
 from fakescan.settings import Settings
-from fakescan.storage import IMAGE_EXTENSIONS, ListFilter, open_store
+from fakescan.storage import IMAGE_EXTENSIONS, ListFilter, S3Store, Store, open_store, parse_s3_uri, s3_client
 
 if TYPE_CHECKING:
     from PIL import Image  # imported where used: listing a data set needs no decoder
@@ -28,11 +33,12 @@ if TYPE_CHECKING:
 REAL, FAKE = 0, 1
 LABELS = ("real", "fake")  # index = class id; "fake" is the positive class everywhere
 _LABEL_WORDS = {"real": REAL, "fake": FAKE, "0": REAL, "1": FAKE}
+READ_THREADS = 16  # concurrent object-store reads; local files and zip members are read one by one
 
 
 @dataclass(frozen=True)
 class LabelledItem:
-    key: str  # member name, relative path, or CSV path as written
+    key: str  # relative path, member name, or CSV path as written
     label: int  # REAL or FAKE
     size: int  # bytes; -1 when unknown (CSV rows pointing at S3)
 
@@ -45,16 +51,14 @@ def label_from_key(key: str) -> int | None:
     return None
 
 
-def _is_image(key: str) -> bool:
-    return key.lower().endswith(IMAGE_EXTENSIONS)
+class LabelledSet:
+    """Sorted labelled items, one way to read their bytes, and the scan's decoder for them."""
 
-
-class LabelledSet(ABC):
-    """Sorted labelled items, a way to read their bytes, and the scan's decoder for them."""
-
-    source: str
-    items: list[LabelledItem]
-    max_pixels: int = Settings.model_fields["max_image_pixels"].default  # open_labelled sets the configured limit
+    def __init__(self, source: str, items: list[LabelledItem], reader: Callable[[str], bytes], settings: Settings,
+                 concurrent: bool) -> None:
+        self.source, self.items = source, sorted(items, key=lambda item: item.key)
+        self.reader, self.concurrent = reader, concurrent
+        self.max_pixels = settings.max_image_pixels
 
     def decode(self, data: bytes) -> Image.Image:
         """The pixels a scan would score: ``worker.decode.decode_image`` (EXIF orientation, alpha on
@@ -63,13 +67,16 @@ class LabelledSet(ABC):
 
         return decode_image(data, self.max_pixels)
 
-    @abstractmethod
     def read(self, item: LabelledItem) -> bytes:
-        """The item's encoded bytes."""
+        return self.reader(item.key)
 
     def read_many(self, items: Sequence[LabelledItem]) -> Iterator[bytes]:
-        for item in items:
-            yield self.read(item)
+        """The items' bytes in order; object-store reads overlap on one pool per call."""
+        if not self.concurrent:
+            yield from map(self.read, items)
+            return
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            yield from pool.map(self.read, items)
 
     @property
     def labels(self) -> list[int]:
@@ -86,7 +93,7 @@ class LabelledSet(ABC):
         return {"real": len(self.items) - fakes, "fake": fakes}
 
     def limited(self, limit: int | None, seed: int = 0) -> "LabelledSet":
-        """At most ``limit`` items, balanced across classes, drawn at random with ``seed``.
+        """At most ``limit`` items, split evenly over the classes present, drawn at random with ``seed``.
 
         A random draw, not a stride over the sorted keys: CIFAKE-style names sort by generation
         batch or source class, so every n-th name would over-sample some of them.
@@ -94,141 +101,148 @@ class LabelledSet(ABC):
         if not limit or limit >= len(self.items):
             return self
         rng = random.Random(seed)
+        classes = sorted(set(self.labels))
         chosen: list[LabelledItem] = []
-        for label in (REAL, FAKE):
+        for position, label in enumerate(classes):
             members = [item for item in self.items if item.label == label]
-            want = limit // 2 + (limit % 2 if label == REAL else 0)
+            want = limit // len(classes) + (1 if position < limit % len(classes) else 0)
             chosen += rng.sample(members, min(want, len(members)))
-        return _Subset(self, sorted(chosen, key=lambda item: item.key))
+        return self.with_items(chosen)
 
     def without(self, keys: set[str]) -> "LabelledSet":
         """The items whose keys are not in ``keys`` (for example images already used for fitting)."""
-        return _Subset(self, [item for item in self.items if item.key not in keys])
+        return self.with_items([item for item in self.items if item.key not in keys])
 
-    def _finish(self) -> None:
-        self.items.sort(key=lambda item: item.key)
-        if not self.items:
-            raise DataError(f"no labelled images in {self.source}: expected real/ and fake/ folders "
-                            "(any case) or a CSV of path,label")
-
-
-class _Subset(LabelledSet):
-    def __init__(self, parent: LabelledSet, items: list[LabelledItem]) -> None:
-        self.parent, self.source, self.items = parent, parent.source, items
-        self.max_pixels = parent.max_pixels
-
-    def read(self, item: LabelledItem) -> bytes:
-        return self.parent.read(item)
-
-    def read_many(self, items: Sequence[LabelledItem]) -> Iterator[bytes]:
-        return self.parent.read_many(items)
+    def with_items(self, items: list[LabelledItem]) -> "LabelledSet":
+        subset = copy.copy(self)  # the same reader (and its one client or archive handle)
+        subset.items = sorted(items, key=lambda item: item.key)
+        return subset
 
 
-class FolderSet(LabelledSet):
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.source = folder, str(folder)
-        self.items = []
-        for path in folder.rglob("*"):
-            key = path.relative_to(folder).as_posix()
-            label = label_from_key(key)
-            if label is not None and path.is_file() and _is_image(key):
-                self.items.append(LabelledItem(key, label, path.stat().st_size))
-        self._finish()
+@dataclass
+class _Listing:
+    """Every image of a source: (key, size, label or None when the key names no class), and a reader."""
 
-    def read(self, item: LabelledItem) -> bytes:
-        return (self.folder / item.key).read_bytes()
-
-
-class ZipSet(LabelledSet):
-    def __init__(self, path: Path) -> None:
-        self.source = str(path)
-        try:
-            self.archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as error:
-            raise DataError(f"{path} is not a readable zip file: {error}") from None
-        self.items = []
-        for info in self.archive.infolist():
-            label = label_from_key(info.filename)
-            if label is not None and not info.is_dir() and _is_image(info.filename):
-                self.items.append(LabelledItem(info.filename, label, info.file_size))
-        self._finish()
-
-    def read(self, item: LabelledItem) -> bytes:
-        return self.archive.read(item.key)  # one archive handle, read sequentially: ZipFile is not thread-safe
-
-
-class StoreSet(LabelledSet):
-    """An ``s3://`` prefix (or any fakescan store); objects are fetched concurrently."""
-
-    def __init__(self, uri: str, settings: Settings) -> None:
-        self.source, self.store, self.max_bytes = uri, open_store(uri, settings), settings.max_object_bytes
-        self.prefix = getattr(self.store, "prefix", "").rstrip("/")
-        self.prefix += "/" if self.prefix else ""
-        self.items = []
-        for info in self.store.list(ListFilter()):
-            key = info.key[len(self.prefix):] if info.key.startswith(self.prefix) else info.key
-            label = label_from_key(key)
-            if label is not None:
-                self.items.append(LabelledItem(key, label, info.size))
-        self._finish()
-
-    def read(self, item: LabelledItem) -> bytes:
-        return self.store.read(self.prefix + item.key, self.max_bytes)
-
-    def read_many(self, items: Sequence[LabelledItem]) -> Iterator[bytes]:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            yield from pool.map(self.read, items)
-
-
-class CsvSet(LabelledSet):
-    """Rows of ``path,label``; paths relative to the CSV's folder, absolute, or ``s3://`` URIs."""
-
-    def __init__(self, path: Path, settings: Settings) -> None:
-        self.source, self.base, self.settings = str(path), path.parent, settings
-        self.items = []
-        with path.open(newline="") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
-                if not row or row[0].startswith("#") or (number == 1 and row[-1].strip().lower() == "label"):
-                    continue
-                if len(row) < 2 or row[1].strip().lower() not in _LABEL_WORDS:
-                    raise DataError(f"{path}:{number}: expected path,label with label real/fake/0/1, got {row!r}")
-                key = row[0].strip()
-                self.items.append(LabelledItem(key, _LABEL_WORDS[row[1].strip().lower()], self._size(key)))
-        self._finish()
-
-    def _size(self, key: str) -> int:
-        if key.startswith("s3://"):
-            return -1
-        local = self.base / key
-        if not local.is_file():
-            raise DataError(f"{self.source}: no such image {local}")
-        return local.stat().st_size
-
-    def read(self, item: LabelledItem) -> bytes:
-        if item.key.startswith("s3://"):
-            bucket_prefix, _, key = item.key[5:].partition("/")
-            return open_store(f"s3://{bucket_prefix}", self.settings).read(key, self.settings.max_object_bytes)
-        return (self.base / item.key).read_bytes()
+    source: str
+    entries: list[tuple[str, int, int | None]]
+    reader: Callable[[str], bytes]
+    concurrent: bool
 
 
 def open_labelled(source: str, settings: Settings) -> LabelledSet:
-    """A labelled set from a folder, a zip, an ``s3://`` prefix or a CSV file, decoding as a scan does."""
-    labelled = _open_labelled(source, settings)
-    labelled.max_pixels = settings.max_image_pixels
-    return labelled
+    """The labelled images of a folder, a zip, an ``s3://`` prefix or a CSV file."""
+    listing = _listing(source, settings)
+    items = [LabelledItem(key, label, size) for key, size, label in listing.entries if label is not None]
+    if not items:
+        raise DataError(f"no labelled images in {listing.source}: expected real/ and fake/ folders "
+                        "(any case) or a CSV of path,label")
+    return LabelledSet(listing.source, items, listing.reader, settings, listing.concurrent)
 
 
-def _open_labelled(source: str, settings: Settings) -> LabelledSet:
+def open_real(source: str, settings: Settings, class_dir: str | None = None) -> LabelledSet:
+    """The real images of a source, for the one-class ensemble.
+
+    With ``class_dir``, the images under a folder of that name (any case); without it, a source
+    with ``real`` images (a ``real`` folder, as CIFAKE's REAL/ and FAKE/, or real CSV rows) is
+    narrowed to them, and a source without any is taken whole.
+    """
+    listing = _listing(source, settings)
+    if class_dir is not None:
+        chosen = [(key, size) for key, size, _ in listing.entries if _in_folder(key, class_dir)]
+    else:
+        chosen = [(key, size) for key, size, label in listing.entries if label == REAL]
+        chosen = chosen or [(key, size) for key, size, _ in listing.entries]
+    if not chosen:
+        where = f" in a {class_dir!r} folder" if class_dir else ""
+        raise DataError(f"no images{where} in {listing.source}")
+    items = [LabelledItem(key, REAL, size) for key, size in chosen]
+    return LabelledSet(listing.source, items, listing.reader, settings, listing.concurrent)
+
+
+def _in_folder(key: str, folder: str) -> bool:
+    return folder.lower() in (part.lower() for part in key.replace("\\", "/").split("/")[:-1])
+
+
+def _is_image(key: str) -> bool:
+    return key.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _listing(source: str, settings: Settings) -> _Listing:
     if source.startswith("s3://"):
-        return StoreSet(source, settings)
+        return _from_store(source, settings)
     path = Path(source).expanduser()
     if path.is_dir():
-        return FolderSet(path.resolve())
+        return _from_folder(path.resolve())
     if path.is_file() and path.suffix.lower() == ".zip":
-        return ZipSet(path)
+        return _from_zip(path)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return CsvSet(path, settings)
-    raise DataError(f"cannot read labelled data from {source!r}: give a folder, a .zip, a .csv or an s3:// prefix")
+        return _from_csv(path, settings)
+    raise DataError(f"cannot read images from {source!r}: give a folder, a .zip, a .csv or an s3:// prefix")
+
+
+def _from_folder(folder: Path) -> _Listing:
+    entries: list[tuple[str, int, int | None]] = []
+    for path in folder.rglob("*"):
+        key = path.relative_to(folder).as_posix()
+        if _is_image(key) and path.is_file():
+            entries.append((key, path.stat().st_size, label_from_key(key)))
+    return _Listing(str(folder), entries, lambda key: (folder / key).read_bytes(), concurrent=False)
+
+
+def _from_zip(path: Path) -> _Listing:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise DataError(f"{path} is not a readable zip file: {error}") from None
+    entries = [(info.filename, info.file_size, label_from_key(info.filename)) for info in archive.infolist()
+               if not info.is_dir() and _is_image(info.filename)]
+    # one archive handle, read sequentially: ZipFile is not thread-safe
+    return _Listing(str(path), entries, archive.read, concurrent=False)
+
+
+def _from_store(uri: str, settings: Settings) -> _Listing:
+    store = open_store(uri, settings)
+    prefix = getattr(store, "prefix", "").rstrip("/")
+    prefix += "/" if prefix else ""
+    entries: list[tuple[str, int, int | None]] = []
+    for info in store.list(ListFilter()):
+        key = info.key[len(prefix):] if info.key.startswith(prefix) else info.key
+        if _is_image(key):
+            entries.append((key, info.size, label_from_key(key)))
+    return _Listing(uri, entries, lambda key: store.read(prefix + key, settings.max_object_bytes), concurrent=True)
+
+
+def _from_csv(path: Path, settings: Settings) -> _Listing:
+    """Rows of ``path,label``; S3 rows are read through one client for the whole set."""
+    entries: list[tuple[str, int, int | None]] = []
+    with path.open(newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or row[0].startswith("#") or (number == 1 and row[-1].strip().lower() == "label"):
+                continue
+            if len(row) < 2 or row[1].strip().lower() not in _LABEL_WORDS:
+                raise DataError(f"{path}:{number}: expected path,label with label real/fake/0/1, got {row!r}")
+            key = row[0].strip()
+            entries.append((key, _local_size(path, key), _LABEL_WORDS[row[1].strip().lower()]))
+    buckets = {parse_s3_uri(key)[0] for key, _, _ in entries if key.startswith("s3://")}
+    client = s3_client(settings) if buckets else None
+    stores: dict[str, Store] = {bucket: S3Store(bucket, "", client) for bucket in buckets}
+
+    def read(key: str) -> bytes:
+        if key.startswith("s3://"):
+            bucket, object_key = parse_s3_uri(key)
+            return stores[bucket].read(object_key, settings.max_object_bytes)
+        return (path.parent / key).read_bytes()
+
+    return _Listing(str(path), entries, read, concurrent=bool(buckets))
+
+
+def _local_size(csv_path: Path, key: str) -> int:
+    if key.startswith("s3://"):
+        return -1
+    local = csv_path.parent / key
+    if not local.is_file():
+        raise DataError(f"{csv_path}: no such image {local}")
+    return local.stat().st_size
 
 
 def item_groups(spec: str, items: Sequence[LabelledItem]) -> list[str]:

@@ -10,9 +10,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fakescan.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.lab.data import LabelledSet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit-ensemble", help="fit the nine-member one-class ensemble on real images only",
         description="Fit the one-class ensemble on real images (a folder, a .zip or an s3:// prefix) and write "
                     "a detector folder usable with `fakescan scan --detector DIR`.")
-    parser.add_argument("data", metavar="REAL_DATA", help="folder, .zip or s3:// prefix of real images")
+    parser.add_argument("data", metavar="REAL_DATA", help="folder, .zip, .csv or s3:// prefix of real images")
     parser.add_argument("--out", required=True, type=Path, help="detector folder to write")
     parser.add_argument("--class-dir", default=None,
                         help="use only images under a folder of this name (default: a 'real' folder if any)")
@@ -55,8 +58,9 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     from fakescan.errors import UsageError
     from worker.detectors.ensemble import parse_members
     from worker.detectors.ensemble.calibration import parse_weights
+    from worker.lab.data import open_real
     from worker.lab.ensemble.fitting import FitOptions, check_options, fit_ensemble, peak_memory_mb
-    from worker.lab.ensemble.realset import load_array, load_labelled_array, open_real_images
+    from worker.lab.images import load_array
 
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be positive")
@@ -71,10 +75,10 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
                          member_config=svdd_backbone_config(args, members, settings))
     check_options(options)
     started = time.perf_counter()
-    images = open_real_images(args.data, settings, args.class_dir).limited(args.limit, args.seed)
-    array, skipped = load_array(images, args.size, settings, options.progress)
-    labelled = tuning_set(args, images.keys, settings) if args.tune_weights else None
-    tuning = load_labelled_array(labelled, args.size, settings, options.progress) if labelled else None
+    images = open_real(args.data, settings, args.class_dir).limited(args.limit, args.seed)
+    array, _, skipped = load_array(images, args.size, options.progress)
+    labelled = tuning_set(args, images, settings) if args.tune_weights else None
+    tuning = load_array(labelled, args.size, options.progress)[:2] if labelled else None
     detector, report = fit_ensemble(array, options, tuning)
     if labelled is not None:
         detector.manifest["ensemble"]["tuning"].update(data=args.tune_weights, fingerprint=labelled.fingerprint())
@@ -91,15 +95,13 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def tuning_set(args: argparse.Namespace, fit_keys: list[str], settings: Settings) -> Any:
+def tuning_set(args: argparse.Namespace, fitted: LabelledSet, settings: Settings) -> LabelledSet:
     """The --tune-weights labelled set; never an image the members are fitted on."""
     from worker.lab.data import open_labelled
 
     labelled = open_labelled(args.tune_weights, settings)
-    if same_source(args.tune_weights, args.data):
-        # an object store lists full keys, a labelled set keys relative to its prefix: match on path tails
-        tails = {"/".join(parts[i:]) for parts in (key.split("/") for key in fit_keys) for i in range(len(parts))}
-        labelled = labelled.without(tails)
+    if same_source(args.tune_weights, args.data):  # keys are relative to the source in both sets
+        labelled = labelled.without({item.key for item in fitted.items})
     return labelled.limited(args.tune_limit, args.seed)
 
 
