@@ -4,8 +4,10 @@ Works on whatever ``fakescan.catalog.resolve`` accepts, through the detector's o
 so an ensemble or a Hugging Face checkpoint is measured exactly as the worker would run it.
 Images that cannot be decoded, and predictions without a score (the detector abstained), are
 counted and left out of the metrics; ``coverage`` is the share of judged images that got a score.
-A detector that reads no pixels (provenance) is scored on the files as stored
-(:mod:`worker.lab.evaluate_files`).
+A detector that reads no pixels (provenance) is scored on the files as stored (:func:`score_files`):
+decoding and re-encoding would drop the metadata it reads. Its "no evidence" (a file without
+provenance metadata) is an abstention, neither real nor fake: counted in ``abstained`` and left
+out of the metrics, which therefore describe the files that carried evidence.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from fakescan.catalog import resolve
+from fakescan.errors import UsageError
 from fakescan.settings import Settings
 from worker.decode import DecodeError
-from worker.detectors import Detector, load_detector
+from worker.detectors import Detector, Sample, load_detector
 from worker.lab.data import LabelledSet
 from worker.lab.metrics import classification_metrics
 from worker.lab.perturb import Perturbation
@@ -50,8 +53,6 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
     """Scores per condition; each image is read and decoded once for all conditions."""
     conditions = {CLEAN: None, **{p.label: p for p in perturbations}}
     if not detector.needs_pixels:
-        from worker.lab.evaluate_files import score_files
-
         return score_files(detector, labelled, perturbations, progress)
     results = {name: Scored() for name in conditions}
     items = labelled.items
@@ -72,6 +73,23 @@ def score_set(detector: Detector, labelled: LabelledSet, perturbations: Sequence
                 _add(results[name], labels, keys, detector.predict(shown) if shown else [])
             bar.update(len(chunk))
     return results
+
+
+def score_files(detector: Detector, labelled: LabelledSet, perturbations: Sequence[Perturbation] = (),
+                progress: bool = True) -> dict[str, Scored]:
+    """A detector that reads no pixels, on each file's bytes as stored: the clean condition only
+    (a perturbation changes pixels, which this detector does not read)."""
+    if perturbations:
+        raise UsageError(f"--perturb changes pixels; {detector.name} judges the file's metadata, not its pixels")
+    scored = Scored()
+    items = labelled.items
+    with tqdm(total=len(items), desc="scoring", unit="file", disable=not progress, mininterval=5) as bar:
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start:start + CHUNK]
+            files = [Sample(item.key, data) for item, data in zip(chunk, labelled.read_many(chunk), strict=True)]
+            _add(scored, [item.label for item in chunk], [item.key for item in chunk], detector.predict_samples(files))
+            bar.update(len(chunk))
+    return {CLEAN: scored}
 
 
 def _add(scored: Scored, labels: list[int], keys: list[str], predictions: Sequence[Any]) -> None:
