@@ -8,6 +8,7 @@
   (``fakescan.cli`` names its command modules as strings, so it has no such import at all); the
   one other exception is the HTTP API showing images through the scan's decoder.
 - The worker never imports the scheduler.
+- No module imports another module's private (``_name``) names: what is shared is made public.
 """
 
 from __future__ import annotations
@@ -216,6 +217,16 @@ def test_shared_package_and_scheduler_never_import_the_worker():
 def test_the_worker_never_imports_the_scheduler():
     offending = [edge for edge in edges() if within(edge.importer, "worker") and within(edge.imported, "scheduler")]
     assert not offending, "the worker imports the scheduler role:\n" + "\n".join(map(str, offending))
+
+
+def test_no_module_imports_a_private_name_of_another():
+    offending = []
+    for name, path in source_files().items():
+        for node, _ in _imports(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and _targets(name, node):
+                offending += [f"{name} imports {alias.name} from {node.module} ({module_path(name)}:{node.lineno})"
+                              for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not offending, "private names imported across modules (make them public):\n" + "\n".join(offending)
 
 
 def test_the_checks_name_what_they_find():
