@@ -2,7 +2,7 @@
 
 On a CUDA worker the CPU decode is what bounds a scan (see docs/benchmarks.md), so JPEGs the
 device can decode as they are go there a chunk at a time; everything else takes the CPU decoder
-(:func:`worker.decode.decode_image`) with its checks and conversions, so both paths give the same
+(:func:`fakescan.decode.decode_image`) with its checks and conversions, so both paths give the same
 pixels up to the decoders' rounding. Chosen for the device, from the header alone:
 
 - baseline or extended-sequential JPEG (SOF0/SOF1; progressive and arithmetic-coded go to the CPU),
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generator, Sequence
 
 from PIL import Image
 
-from worker.decode import DecodeError, decode_image
+from fakescan.decode import DecodeError, decode_image
 
 if TYPE_CHECKING:  # torch is imported where a device decode runs, not by every worker that imports this
     import torch

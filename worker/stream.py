@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generator, Iterator, Sequence
 
-from worker.decode import DecodeError, finish_decode, open_image
+from fakescan.decode import DecodeError, finish_decode, open_image
 from worker.detectors import Detector, InputNeed
 from worker.fetch import FetchedObject
 

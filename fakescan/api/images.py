@@ -1,6 +1,6 @@
-"""Images through the service: read from the store with the worker's limits, decoded by the worker's decoder.
+"""Images through the service: read from the store with the worker's limits, decoded by the scan's decoder.
 
-The browser never needs S3 credentials. ``worker.decode`` is the one decoder (numpy + Pillow, no
+The browser never needs S3 credentials. ``fakescan.decode`` is the one decoder (numpy + Pillow, no
 torch), so a bomb, a truncated file or a non-image is refused here by the same rules that turned
 it into an error row at scan time; the thumbnail is then a placeholder carrying the reason.
 """
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
+from fakescan.decode import DecodeError, decode_image
 from fakescan.settings import Settings
 from fakescan.storage import ObjectTooLarge, Store, open_store
-from worker.decode import DecodeError, decode_image
 
 SAFE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 

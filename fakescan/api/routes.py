@@ -17,7 +17,7 @@ from fakescan.api import images, overlay, queries
 from fakescan.api.deps import FiltersDep, Limit, ReviewerDep, SessionDep, principal
 from fakescan.db import listing, reviews
 from fakescan.db.models import Scan, StoredObject
-from worker.decode import DecodeError
+from fakescan.decode import DecodeError
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(principal)])
 Sort = Annotated[queries.SortChoice, Query(description="score or time, '-' for descending")]

@@ -25,7 +25,7 @@ COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "false_positive_r
 
 def decoded(labelled: Any, items: list[Any]) -> tuple[list[int], list[Any]]:
     """The labels and decoded images (the scan's decoder) of items, undecodable ones left out."""
-    from worker.decode import DecodeError
+    from fakescan.decode import DecodeError
 
     labels, images = [], []
     for item, data in zip(items, labelled.read_many(items), strict=True):

@@ -326,8 +326,8 @@ def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Pa
     import numpy as np
 
     from fakescan import catalog
+    from fakescan.decode import decode_image
     from fakescan.settings import load_settings
-    from worker.decode import decode_image
     from worker.detectors import load_detector
     from worker.stream import decode_side
 

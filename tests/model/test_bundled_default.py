@@ -12,8 +12,8 @@ from PIL import Image
 
 from fakescan.catalog import resolve
 from fakescan.cli import main
+from fakescan.decode import decode_image
 from fakescan.settings import load_settings
-from worker.decode import decode_image
 from worker.detectors import load_detector
 
 pytestmark = pytest.mark.model

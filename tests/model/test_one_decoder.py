@@ -1,7 +1,7 @@
 """One decoder: ``calibrate`` scores EXIF-rotated, RGBA and 16-bit images exactly as a scan stores them.
 
 Each kind of image is built so that a bare ``convert("RGB")`` shows other pixels than
-``worker.decode.decode_image`` (unrotated, hidden colours under transparency, clipped 16-bit
+``fakescan.decode.decode_image`` (unrotated, hidden colours under transparency, clipped 16-bit
 values); the test checks that difference too, so it would catch a second decoder coming back.
 """
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from fakescan.catalog import read_manifest, resolve
 from fakescan.cli import main
+from fakescan.decode import decode_image
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
-from worker.decode import decode_image
 from worker.detectors import load_detector
 from worker.detectors.photo_crops import StageStatistics, crop_boxes
 

@@ -12,10 +12,10 @@ from PIL import Image
 
 from fakescan.catalog import resolve
 from fakescan.cli import main
+from fakescan.decode import decode_image
 from fakescan.errors import DetectorError
 from fakescan.settings import load_settings
 from tests.model.labelled_images import labelled_files, write_folder
-from worker.decode import decode_image
 from worker.detectors import load_detector
 from worker.lab.config import TrainConfig
 from worker.lab.train import train

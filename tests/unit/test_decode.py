@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakescan.decode import DecodeError, decode_image
 from tests.worker_support import bomb_png
-from worker.decode import DecodeError, decode_image
 
 LIMIT = 64_000_000
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from fakescan.decode import decode_image, png_without_text
 from tests.worker_support import bomb_png
-from worker.decode import decode_image, png_without_text
 
 LIMIT = 64_000_000
 RED, BLUE = (230, 20, 20), (20, 20, 230)

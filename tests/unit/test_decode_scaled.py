@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.decode import decode_image, open_image
+from fakescan.decode import decode_image, open_image
 
 
 def encoded(width: int, height: int, fmt: str = "JPEG", mode: str = "RGB", **save: object) -> bytes:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from fakescan.decode import DecodeError, decode_image
 from fakescan.settings import load_settings
 from tests.worker_support import bomb_png
-from worker.decode import DecodeError, decode_image
 from worker.detectors.compact_cnn import CompactCNNDetector
 from worker.fetch import FetchedObject
 from worker.gpu_decode import decode_batch, device_decodable, device_decoded_chunks, uses_device_decode

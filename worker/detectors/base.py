@@ -120,7 +120,7 @@ class Sample:
 
     uri: str
     data: bytes
-    decoder: Any = None  # callable(bytes) -> PIL.Image (RGB), raising worker.decode.DecodeError
+    decoder: Any = None  # callable(bytes) -> PIL.Image (RGB), raising fakescan.decode.DecodeError
     rest: Callable[[], bytes] | None = None
     _image: Image.Image | None = field(default=None, repr=False)
     _error: Exception | None = field(default=None, repr=False)

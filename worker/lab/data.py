@@ -61,9 +61,9 @@ class LabelledSet:
         self.max_pixels = settings.max_image_pixels
 
     def decode(self, data: bytes) -> Image.Image:
-        """The pixels a scan would score: ``worker.decode.decode_image`` (EXIF orientation, alpha on
+        """The pixels a scan would score: ``fakescan.decode.decode_image`` (EXIF orientation, alpha on
         white, 16-bit rescale, pixel limit). Raises ``DecodeError`` for bad input, nothing else."""
-        from worker.decode import decode_image
+        from fakescan.decode import decode_image
 
         return decode_image(data, self.max_pixels)
 

@@ -19,9 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from fakescan.catalog import resolve
+from fakescan.decode import DecodeError
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
-from worker.decode import DecodeError
 from worker.detectors import Detector, Sample, load_detector
 from worker.lab.data import LabelledSet
 from worker.lab.metrics import classification_metrics

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fakescan.decode import DecodeError, decode_image
 from fakescan.errors import DataError, UsageError
 from fakescan.settings import Settings
 from fakescan.storage import open_store, parse_s3_uri
-from worker.decode import DecodeError, decode_image
 from worker.lab.evaluate import open_detector
 
 

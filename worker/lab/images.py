@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fakescan.decode import DecodeError
 from fakescan.errors import DataError, UsageError
-from worker.decode import DecodeError
 from worker.detectors.base import Preprocessing
 from worker.detectors.torch_classifier import resized_array
 from worker.lab.data import LabelledItem, LabelledSet

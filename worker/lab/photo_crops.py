@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from fakescan.decode import DecodeError
 from fakescan.errors import DataError
 from fakescan.settings import Settings
-from worker.decode import DecodeError
 from worker.detectors import detector_class
 from worker.detectors.photo_crops import (
     POLICY_BAND,
