@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fakescan.catalog import DetectorRef
 from fakescan.db import scans
+from fakescan.db.objects import record_listed
 from fakescan.storage import ListFilter, LocalStore, ObjectInfo, S3Store, Store, chunked
-from scheduler.objects import prior_results, upsert_objects
 from scheduler.options import filter_as_json
 from scheduler.retry import with_db_retries
 from scheduler.skip import objects_to_scan
@@ -115,18 +115,13 @@ class _ScanRun:
     def run(self, store: Store) -> ScanCounts:
         self._retrying(self._start)
         pending: list[int] = []
-        batch_size = self.request.batch_size
         # the next page of the listing (stat + sha256 of local files, or an S3 page) is read while
         # this chunk's rows are written
         for chunk in read_ahead(chunked(store.list(self.request.filters), self.request.chunk_size)):
-            pending.extend(self._retrying(partial(self._record_chunk, chunk)))
-            full = len(pending) - len(pending) % batch_size
-            if full:
-                self._send([pending[start:start + batch_size] for start in range(0, full, batch_size)])
-                del pending[:full]
-            self._report()
+            batches, pending = self._retrying(partial(self._record_chunk, chunk, pending))
+            self._dispatch(batches)
         if pending:
-            self._send([pending])
+            self._dispatch(self._retrying(partial(self._commit_batches, [pending], listed=0, skipped=0)))
         self._retrying(self._finish_listing)
         self._report()
         return self.counts
@@ -138,37 +133,36 @@ class _ScanRun:
         scans.start_listing(self.session, self.scan_id)
         self.session.commit()
 
-    def _record_chunk(self, chunk: list[ObjectInfo]) -> list[int]:
-        ids = upsert_objects(self.session, chunk)
-        listed = {ids[info.uri]: info.fingerprint for info in chunk}
+    def _record_chunk(self, chunk: list[ObjectInfo], pending: list[int]) -> tuple[list[list[int]], list[int]]:
+        """One transaction: the chunk's objects, the skip check, the items of every batch it fills
+        and the scan's totals; returns those batches and the ids left waiting for the next chunk."""
         keys = self.request.detector_keys
-        prior = [] if self.request.rescan else prior_results(self.session, list(listed), keys)
+        ids, prior = record_listed(self.session, chunk, [] if self.request.rescan else keys)
+        listed = {ids[info.uri]: info.fingerprint for info in chunk}
         todo = objects_to_scan(listed, prior, keys, rescan=self.request.rescan,
                                retry_errors=self.request.retry_errors)
-        listed_total = self.counts.listed + len(chunk)
-        skipped_total = self.counts.skipped + len(listed) - len(todo)
-        scans.record_counts(self.session, self.scan_id, listed=listed_total,
-                            enqueued=self.counts.enqueued, skipped=skipped_total)
+        waiting = pending + todo
+        full = len(waiting) - len(waiting) % self.request.batch_size
+        batches = [waiting[start:start + self.request.batch_size]
+                   for start in range(0, full, self.request.batch_size)]
+        self._commit_batches(batches, listed=len(chunk), skipped=len(listed) - len(todo))
+        return batches, waiting[full:]
+
+    def _commit_batches(self, batches: list[list[int]], *, listed: int, skipped: int) -> list[list[int]]:
+        """Commit the items of ``batches`` and the totals (``listed`` and ``skipped`` more objects).
+
+        One commit per chunk, not per batch: a batch is dispatched only after its items are
+        committed either way, so a worker always finds them. Totals are absolute, so a retried
+        chunk cannot count twice."""
+        listed_total, skipped_total = self.counts.listed + listed, self.counts.skipped + skipped
+        scans.enqueue_batches(self.session, self.scan_id, self.counts.batches + 1, batches, listed=listed_total,
+                              enqueued=self.counts.enqueued + sum(map(len, batches)), skipped=skipped_total)
         self.session.commit()
         self.counts.listed, self.counts.skipped = listed_total, skipped_total
-        return todo
+        return batches
 
-    def _send(self, batches: list[list[int]]) -> None:
-        """Commit the items of ``batches`` in one transaction, then enqueue each batch.
-
-        One commit per chunk, not per batch: a batch is enqueued only after its items are
-        committed either way, so a worker always finds them."""
-        first = self.counts.batches + 1
-        enqueued_total = self.counts.enqueued + sum(map(len, batches))
-
-        def commit_items() -> None:
-            scans.add_batches(self.session, self.scan_id, first, batches)
-            scans.record_counts(self.session, self.scan_id, listed=self.counts.listed,
-                                enqueued=enqueued_total, skipped=self.counts.skipped)
-            self.session.commit()
-
-        self._retrying(commit_items)
-        for number, object_ids in enumerate(batches, start=first):
+    def _dispatch(self, batches: list[list[int]]) -> None:
+        for number, object_ids in enumerate(batches, start=self.counts.batches + 1):
             self.counts.batches = number
             self.counts.enqueued += len(object_ids)
             self.dispatch(self.scan_id, number, object_ids)

@@ -7,17 +7,11 @@ sha256 of a local file). New content, a new detector version or ``--rescan`` enq
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from fakescan.db.objects import PriorResult
 
-@dataclass(frozen=True)
-class PriorResult:
-    object_id: int
-    detector: str
-    detector_version: str
-    fingerprint: str  # the content the result was computed on
-    status: str  # ok | error
+__all__ = ["PriorResult", "objects_to_scan"]
 
 
 def objects_to_scan(

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fakescan.catalog import DetectorRef
-from fakescan.db.models import Scan, ScanItem, StoredObject, utcnow
+from fakescan.db import scans
+from fakescan.db.models import utcnow
 from fakescan.db.results import write_batch
 from fakescan.db.verdicts import record_batch_verdicts
 from fakescan.settings import Settings
@@ -113,18 +113,8 @@ def load_batch(session_factory: SessionFactory, scan_id: int,
                object_ids: Sequence[int]) -> tuple[list[DetectorRef], list[BatchObject]]:
     """The scan's detectors and those of ``object_ids`` that are still items of the scan."""
     with session_factory() as session:
-        scan = session.get(Scan, scan_id)
-        if scan is None or not object_ids or scan.state == "cancelled":  # cancelled: its batches are skipped
-            return [], []
-        rows = session.execute(
-            select(StoredObject.id, StoredObject.uri, StoredObject.store, StoredObject.key, StoredObject.fingerprint)
-            .join(ScanItem, and_(ScanItem.object_id == StoredObject.id, ScanItem.scan_id == scan_id))
-            .where(StoredObject.id.in_(sorted(set(object_ids))))
-            .order_by(StoredObject.id)
-        )
-        objects = [BatchObject(*row) for row in rows]
-        refs = [detector_ref(entry) for entry in scan.detectors]
-    return refs, objects
+        detectors, rows = scans.batch_of_scan(session, scan_id, object_ids)
+    return [detector_ref(entry) for entry in detectors], [BatchObject(*row) for row in rows]
 
 
 def detector_ref(entry: dict[str, str]) -> DetectorRef:

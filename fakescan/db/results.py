@@ -2,15 +2,22 @@
 
 Results are keyed by ``(object_id, detector, detector_version)``, so a batch delivered twice (a
 worker died after writing, or a slow worker's batch was redelivered) rewrites the same rows.
-Works on PostgreSQL and SQLite alike (SQLite ignores the row locks and serialises writers).
+
+On PostgreSQL a batch is three statements and the commit: one that locks the scan and the live
+objects, upserts the results and sets the item states (data-modifying CTEs, the rows as one JSON
+parameter), then the scan's row lock and the completion check. Elsewhere (SQLite, embedded) the
+same steps run as separate statements; SQLite ignores the row locks and serialises writers.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from fakescan.db.engine import upsert
 from fakescan.db.models import Result, Scan, ScanItem, StoredObject, utcnow
@@ -19,6 +26,8 @@ from fakescan.db.scans import finish_if_complete
 RESULT_KEY = ("object_id", "detector", "detector_version")
 RESULT_UPDATED = ("scan_id", "fingerprint", "status", "score", "verdict", "parts", "evidence", "error",
                   "timings", "scanned_at")
+# what a worker's row carries (scan_id is the batch's); RESULT_KEY then the updated columns
+RESULT_COLUMNS = RESULT_KEY + RESULT_UPDATED[1:]
 
 
 def write_batch(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -27,8 +36,76 @@ def write_batch(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]
     Rows of objects deleted meanwhile, or whose scan is gone, are dropped without error. Call
     inside a transaction (``sessionmaker.begin()``); the caller commits.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        written = _write_in_one_statement(session, scan_id, rows)
+    else:
+        stepped = _write_step_by_step(session, scan_id, rows)
+        if stepped is None:
+            return []
+        written = stepped
+    # Two batches finishing at once must not each see the other's items still queued: the row
+    # lock orders them, and the check after it (a new statement, a new snapshot) reads the
+    # other's committed items.
+    _lock_scan(session, scan_id, exclusive=True)
+    finish_if_complete(session, scan_id)
+    return written
+
+
+def _write_in_one_statement(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """PostgreSQL: the scan FOR KEY SHARE, the live objects FOR KEY SHARE (in id order), the results
+    upserted in key order (a stable lock order between writers of the same rows) and the items'
+    states, in one round trip; returns the object ids written, sorted."""
+    payload = [{name: row[name] for name in RESULT_COLUMNS} | {"scanned_at": row["scanned_at"].isoformat()}
+               for row in rows]
+    object_ids = sorted({row["object_id"] for row in rows})
+    found = session.execute(_batch_statement(), {"scan_id": scan_id, "object_ids": object_ids,
+                                                 "rows": payload, "now": utcnow()})
+    return [object_id for (object_id,) in found]
+
+
+def recordset_columns(table: Any, names: Sequence[str]) -> str:
+    """``name TYPE, ...`` of ``table``'s columns, for ``jsonb_to_recordset(...) AS alias(...)``."""
+    dialect = postgresql.dialect()
+    return ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in names)
+
+
+@lru_cache(maxsize=1)
+def _batch_statement() -> TextClause:
+    record = recordset_columns(Result.__table__, RESULT_COLUMNS)
+    columns = ", ".join(RESULT_COLUMNS)
+    updated = ", ".join(f"{name} = excluded.{name}" for name in RESULT_UPDATED)
+    return text(f"""
+        WITH scan AS (
+            SELECT id FROM scans WHERE id = :scan_id FOR KEY SHARE
+        ), live AS (
+            SELECT objects.id FROM objects
+            WHERE objects.id = ANY(:object_ids) AND EXISTS (SELECT FROM scan)
+            ORDER BY objects.id FOR KEY SHARE
+        ), written AS (
+            INSERT INTO results (scan_id, {columns})
+            SELECT CAST(:scan_id AS BIGINT), {", ".join(f"incoming.{name}" for name in RESULT_COLUMNS)}
+            FROM jsonb_to_recordset(:rows) AS incoming({record})
+            JOIN live ON live.id = incoming.object_id
+            ORDER BY incoming.object_id, incoming.detector, incoming.detector_version
+            ON CONFLICT ({", ".join(RESULT_KEY)}) DO UPDATE SET {updated}
+            RETURNING object_id, status
+        ), states AS (
+            SELECT object_id, CASE WHEN bool_and(status = 'ok') THEN 'done' ELSE 'error' END AS state
+            FROM written GROUP BY object_id
+        ), items AS (
+            UPDATE scan_items SET state = states.state, updated_at = :now
+            FROM states WHERE scan_items.scan_id = :scan_id AND scan_items.object_id = states.object_id
+        )
+        SELECT object_id FROM states ORDER BY object_id
+    """).bindparams(bindparam("rows", type_=postgresql.JSONB),
+                    bindparam("object_ids", type_=postgresql.ARRAY(postgresql.BIGINT)))
+
+
+def _write_step_by_step(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]]) -> list[int] | None:
+    """The portable path (SQLite): the same locks and writes as separate statements; None when the
+    scan is gone."""
     if not _lock_scan(session, scan_id, exclusive=False):
-        return []
+        return None
     live = _lock_live_objects(session, {row["object_id"] for row in rows})
     kept = sorted((dict(row, scan_id=scan_id) for row in rows if row["object_id"] in live),
                   key=lambda row: (row["object_id"], row["detector"], row["detector_version"]))
@@ -37,10 +114,6 @@ def write_batch(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]
     written = sorted({row["object_id"] for row in kept})
     _set_item_state(session, scan_id, [i for i in written if i not in failed], "done")
     _set_item_state(session, scan_id, sorted(failed), "error")
-    # Two batches finishing at once must not each see the other's items still queued: the row
-    # lock orders them, and the check after it reads the other's committed items.
-    _lock_scan(session, scan_id, exclusive=True)
-    finish_if_complete(session, scan_id)
     return written
 
 

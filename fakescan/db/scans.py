@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Sequence, cast, overload
 
-from sqlalchemy import CursorResult, case, exists, func, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, exists, func, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from fakescan.db.engine import insert_rows
-from fakescan.db.models import Scan, ScanItem, utcnow
+from fakescan.db.models import Scan, ScanItem, StoredObject, utcnow
 from fakescan.errors import UsageError
 
 # a scan in these states still has work ahead; finished, failed and cancelled scans have ended
@@ -128,6 +129,48 @@ def add_batches(session: Session, scan_id: int, first_batch: int, batches: Seque
         {"scan_id": scan_id, "object_id": object_id, "batch": number, "state": "queued", "updated_at": now}
         for number, object_ids in enumerate(batches, start=first_batch) for object_id in object_ids
     ])
+
+
+def enqueue_batches(session: Session, scan_id: int, first_batch: int, batches: Sequence[Sequence[int]], *,
+                    listed: int, enqueued: int, skipped: int) -> None:
+    """The items of ``batches`` (numbered from ``first_batch``) and the scan's totals, one statement on
+    PostgreSQL (the ids travel as two arrays)."""
+    if session.get_bind().dialect.name != "postgresql":
+        if batches:
+            add_batches(session, scan_id, first_batch, batches)
+        record_counts(session, scan_id, listed=listed, enqueued=enqueued, skipped=skipped)
+        return
+    object_ids = [object_id for object_ids in batches for object_id in object_ids]
+    numbers = [number for number, object_ids in enumerate(batches, start=first_batch) for _ in object_ids]
+    session.execute(_ENQUEUE_BATCHES, {"scan_id": scan_id, "object_ids": object_ids, "batches": numbers,
+                                       "now": utcnow(), "listed": listed, "enqueued": enqueued, "skipped": skipped})
+
+
+_ENQUEUE_BATCHES = text("""
+    WITH counted AS (
+        UPDATE scans SET listed = :listed, enqueued = :enqueued, skipped = :skipped WHERE id = :scan_id
+    )
+    INSERT INTO scan_items (scan_id, object_id, batch, state, updated_at)
+    SELECT :scan_id, item.object_id, item.batch, 'queued', :now
+    FROM unnest(:object_ids, :batches) AS item(object_id, batch)
+""").bindparams(bindparam("object_ids", type_=postgresql.ARRAY(postgresql.BIGINT)),
+                bindparam("batches", type_=postgresql.ARRAY(postgresql.INTEGER)))
+
+
+def batch_of_scan(session: Session, scan_id: int,
+                  object_ids: Sequence[int]) -> tuple[list[dict[str, str]], list[tuple[int, str, str, str, str]]]:
+    """A worker's view of a batch: the scan's detectors and (id, uri, store, key, fingerprint) of those
+    of ``object_ids`` still items of the scan, by id; nothing when the scan is gone or cancelled."""
+    scan = session.get(Scan, scan_id)
+    if scan is None or not object_ids or scan.state == "cancelled":  # cancelled: its batches are skipped
+        return [], []
+    rows = session.execute(
+        select(StoredObject.id, StoredObject.uri, StoredObject.store, StoredObject.key, StoredObject.fingerprint)
+        .join(ScanItem, and_(ScanItem.object_id == StoredObject.id, ScanItem.scan_id == scan_id))
+        .where(StoredObject.id.in_(sorted(set(object_ids))))
+        .order_by(StoredObject.id)
+    )
+    return scan.detectors, [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def item_counts(session: Session, scan_id: int) -> dict[str, int]:
