@@ -91,7 +91,12 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-def start_postgres() -> Service:
+_NOT_DURABLE = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+
+
+def start_postgres(*, durable: bool = False) -> Service:
+    """A throwaway server; without ``durable`` it skips fsync and full-page writes (tests), with it
+    it runs as a production server does (benchmarks of writes)."""
     workdir = Path(tempfile.mkdtemp(prefix="fakescan-pg-"))
     data, sockets = workdir / "data", workdir / "sock"
     sockets.mkdir()
@@ -106,8 +111,7 @@ def start_postgres() -> Service:
     port = free_port()
     process = subprocess.Popen(
         _as_postgres_user([_postgres_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-                           "-k", str(sockets), "-c", "fsync=off", "-c", "synchronous_commit=off",
-                           "-c", "full_page_writes=off", "-c", "max_connections=200"]),
+                           "-k", str(sockets), *([] if durable else _NOT_DURABLE), "-c", "max_connections=200"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_until(lambda: _port_open(port), "postgres")

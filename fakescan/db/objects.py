@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from fakescan.db.engine import upsert
 from fakescan.db.models import Result, StoredObject, utcnow
-from fakescan.db.results import recordset_columns
+from fakescan.db.results import json_rows, recordset_columns
 from fakescan.storage import ObjectInfo
 
 _CONTENT_COLUMNS = ("store", "key", "etag", "size", "content_hash", "last_modified", "fingerprint", "updated_at")
@@ -44,10 +44,10 @@ def record_listed(session: Session, infos: Sequence[ObjectInfo],
         upserted = upsert_objects(session, infos)
         return upserted, prior_results(session, list(upserted.values()), detectors)
     rows = [{"uri": info.uri, "store": info.store, "key": info.key, "etag": info.etag, "size": info.size,
-             "content_hash": info.content_hash, "last_modified": info.last_modified.isoformat(),
+             "content_hash": info.content_hash, "last_modified": info.last_modified,
              "fingerprint": info.fingerprint} for info in infos]
     found = session.execute(_chunk_statement(), {
-        "rows": rows, "now": utcnow(), "names": [name for name, _ in detectors],
+        "rows": json_rows(rows), "now": utcnow(), "names": [name for name, _ in detectors],
         "versions": [version for _, version in detectors]})
     ids: dict[str, int] = {}
     prior: list[PriorResult] = []
@@ -91,8 +91,7 @@ def _chunk_statement() -> TextClause:
             results AS prior JOIN unnest(:names, :versions) AS wanted(name, version)
             ON prior.detector = wanted.name AND prior.detector_version = wanted.version
         ) ON prior.object_id = listed.id
-    """).bindparams(bindparam("rows", type_=postgresql.JSONB),
-                    bindparam("names", type_=postgresql.ARRAY(postgresql.TEXT)),
+    """).bindparams(bindparam("names", type_=postgresql.ARRAY(postgresql.TEXT)),
                     bindparam("versions", type_=postgresql.ARRAY(postgresql.TEXT)))
 
 

@@ -11,6 +11,8 @@ same steps run as separate statements; SQLite ignores the row locks and serialis
 
 from __future__ import annotations
 
+import json
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -55,12 +57,28 @@ def _write_in_one_statement(session: Session, scan_id: int, rows: Sequence[Mappi
     """PostgreSQL: the scan FOR KEY SHARE, the live objects FOR KEY SHARE (in id order), the results
     upserted in key order (a stable lock order between writers of the same rows) and the items'
     states, in one round trip; returns the object ids written, sorted."""
-    payload = [{name: row[name] for name in RESULT_COLUMNS} | {"scanned_at": row["scanned_at"].isoformat()}
-               for row in rows]
     object_ids = sorted({row["object_id"] for row in rows})
     found = session.execute(_batch_statement(), {"scan_id": scan_id, "object_ids": object_ids,
-                                                 "rows": payload, "now": utcnow()})
+                                                 "rows": json_rows(rows), "now": utcnow()})
     return [object_id for (object_id,) in found]
+
+
+def json_rows(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """``rows`` as one JSONB parameter of psycopg, serialised as they are (timestamps as ISO strings):
+    no per-row copy; ``jsonb_to_recordset`` reads the columns it names and ignores other keys."""
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(rows, dumps=_dump_json)
+
+
+def _dump_json(value: Any) -> str:
+    return json.dumps(value, default=_iso_timestamp, separators=(",", ":"))
+
+
+def _iso_timestamp(value: Any) -> str:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def recordset_columns(table: Any, names: Sequence[str]) -> str:
@@ -97,8 +115,7 @@ def _batch_statement() -> TextClause:
             FROM states WHERE scan_items.scan_id = :scan_id AND scan_items.object_id = states.object_id
         )
         SELECT object_id FROM states ORDER BY object_id
-    """).bindparams(bindparam("rows", type_=postgresql.JSONB),
-                    bindparam("object_ids", type_=postgresql.ARRAY(postgresql.BIGINT)))
+    """).bindparams(bindparam("object_ids", type_=postgresql.ARRAY(postgresql.BIGINT)))
 
 
 def _write_step_by_step(session: Session, scan_id: int, rows: Sequence[Mapping[str, Any]]) -> list[int] | None:

@@ -1,15 +1,18 @@
-"""Benchmark: result rows upserted per second into PostgreSQL, and objects scheduled per second.
+"""Benchmark: result rows upserted per second into PostgreSQL, the way a worker writes a batch.
 
-Run: ``nice -n 10 .venv/bin/python -m tests.benchmarks.bench_writes [--objects 256] [--repeat 20] [--files 5000]``
-(starts its own PostgreSQL, like the tests). Prints, for one run on this machine:
+Run: ``nice -n 10 .venv/bin/python -m tests.benchmarks.bench_writes --baseline main [--objects 256] [--repeat 20]
+[--rounds 3]`` (starts its own PostgreSQL, like the tests, but durable as in production: fsync, synchronous_commit
+and full_page_writes on, which the test server runs without; ``--fast-server`` runs it as the
+tests do). Prints, for one run:
 
-- **writer**: a batch of ``--objects`` objects x 3 detectors (768 rows at the default) written the
-  way a worker writes it: ``fakescan.db.results.write_batch`` in one transaction (the upsert is one
-  multi-row statement), first as inserts, then ``--repeat`` times as updates (a redelivered batch),
-  and the same with the combined verdicts the worker records in the same transaction;
-- **scheduler**: ``fakescan scan`` over a local folder of ``--files`` small files (listing with a
-  sha256 per file, upsert of objects, scan items, dispatch to a no-op), as objects/s, beside the
-  bare listing rate of the same folder (the baseline).
+- a batch of ``--objects`` objects x 3 detectors (768 rows at the default) written as a worker
+  writes it: ``fakescan.db.results.write_batch`` in one transaction, ``--repeat`` batches of new
+  rows (inserts, a first scan), then one batch ``--repeat`` times again (updates: a redelivered
+  batch, or a re-scan), then the same with the combined verdicts the worker records in the same
+  transaction; rows/s each (mean over the batches), and the statements per batch;
+- with ``--baseline REV``: the same with the code of git revision ``REV`` (exported with ``git
+  archive``), in alternating child processes (``--rounds`` each, medians), each on a fresh
+  database of the same server, and the ratio this code / ``REV``.
 
 Not a test: pytest does not collect it.
 """
@@ -17,117 +20,162 @@ Not a test: pytest does not collect it.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests import services
-
 DETECTORS = (("provenance", "provenance", "1.0.0"), ("default", "compact-cnn", "1"),
              ("siglip2-ft", "siglip2", "siglip2-abc"))
+FIGURES = (("first", "new rows (inserts)"), ("updates", "re-written (upsert updates)"),
+           ("verdicts", "re-written + combined verdicts"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="child runs per code version (medians)")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the code of this git revision")
+    parser.add_argument("--fast-server", action="store_true",
+                        help="run the server as the tests do: no fsync, no synchronous commit, no full-page writes")
+    parser.add_argument("--child", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    postgres = services.start_postgres()
+    if args.child:
+        print(json.dumps(measure(args.child, args.objects, args.repeat)))
+        return
+    from tests import services
+
+    postgres = services.start_postgres(durable=not args.fast_server)
     try:
+        print(server_settings(postgres.url))
         with tempfile.TemporaryDirectory(prefix="fakescan-bench-writes-") as scratch:
-            run(args, postgres.url, Path(scratch))
+            figures = alternate(args, Path(scratch), lambda: services.create_database(
+                postgres.url, f"bench_{uuid.uuid4().hex[:8]}"))
     finally:
         postgres.stop()
+    report(args, figures)
 
 
-def run(args: argparse.Namespace, admin_url: str, scratch: Path) -> None:
-    from fakescan.db import migrate
+def server_settings(admin_url: str) -> str:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(admin_url)
+    with engine.connect() as connection:
+        shown = {name: connection.scalar(sqlalchemy.text(f"SHOW {name}"))
+                 for name in ("fsync", "synchronous_commit", "full_page_writes")}
+    engine.dispose()
+    return "PostgreSQL " + ", ".join(f"{name}={value}" for name, value in shown.items())
+
+
+def alternate(args: argparse.Namespace, scratch: Path, new_database: Any) -> dict[str, list[dict[str, Any]]]:
+    """Child runs of this code and of ``--baseline``, alternating, each on a fresh database."""
+    from tests.benchmarks.bench_scan import REPO, export_revision
+
+    trees = {"this code": REPO}
+    if args.baseline:
+        trees[args.baseline] = export_revision(args.baseline, scratch / "baseline")
+    figures: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            command = [sys.executable, str(Path(__file__).resolve()), "--child", new_database(),
+                       "--objects", str(args.objects), "--repeat", str(args.repeat)]
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            found = subprocess.run(command, env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
+            figures[name].append(json.loads(found.strip().splitlines()[-1]) | {"load": _load()})
+    return figures
+
+
+def report(args: argparse.Namespace, figures: dict[str, list[dict[str, Any]]]) -> None:
+    rows = args.objects * len(DETECTORS)
+    print(f"batches of {args.objects} objects x {len(DETECTORS)} detectors = {rows} rows; "
+          f"medians of {args.rounds} child runs per code version, alternating")
+    medians = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+               for name, runs in figures.items()}
+    loads = [run["load"] for runs in figures.values() for run in runs]
+    print(f"load average (1 min) after each child run: {min(loads):.2f}-{max(loads):.2f}")
+    baseline = medians.get(args.baseline) if args.baseline else None
+    for key, label in FIGURES:
+        line = f"  {label:32} {medians['this code'][key]:9.0f} rows/s"
+        if baseline:
+            line += (f"   {args.baseline}: {baseline[key]:9.0f} rows/s"
+                     f"   = {medians['this code'][key] / baseline[key]:.2f}x")
+        print(line)
+    line = f"  {'statements per batch (rows only)':32} {medians['this code']['statements']:9.0f}"
+    if baseline:
+        line += f"   {args.baseline}: {baseline['statements']:9.0f}"
+    print(line)
+
+
+def _load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0]) if Path("/proc/loadavg").exists() else float("nan")
+
+
+def measure(url: str, objects: int, repeat: int) -> dict[str, float]:
+    """Runs in a child process, with the code under test first on the path."""
+    from sqlalchemy import event
+
+    from fakescan.db import migrate, scans
     from fakescan.db.engine import make_engine, make_sessionmaker
-    from fakescan.settings import load_settings
-
-    url = services.create_database(admin_url, f"bench_{uuid.uuid4().hex[:8]}")
-    settings = load_settings(database_url=url, home=scratch / "home")
-    migrate.upgrade(settings)
-    engine = make_engine(settings)
-    sessions = make_sessionmaker(engine)
-    try:
-        writer_rates(sessions, settings, args.objects, args.repeat)
-        scheduler_rates(sessions, settings, scratch / "files", args.files)
-    finally:
-        engine.dispose()
-
-
-def writer_rates(sessions: Any, settings: Any, objects: int, repeat: int) -> None:
-    from fakescan.db import scans
     from fakescan.db.models import StoredObject, utcnow
     from fakescan.db.results import write_batch
     from fakescan.db.verdicts import record_batch_verdicts
+    from fakescan.settings import load_settings
 
-    entries = [{"name": name, "family": family, "version": version, "location": ""}
-               for name, family, version in DETECTORS]
-    with sessions.begin() as session:
-        rows = [StoredObject(uri=f"file:///bench/{i}.jpg", store="file:///bench", key=f"{i}.jpg",
-                             fingerprint=f"sha256:{i:064x}") for i in range(objects)]
-        session.add_all(rows)
-        session.flush()
-        ids = [row.id for row in rows]
-        scan_id = scans.create_scan(session, "file:///bench", entries, {})
-        scans.add_items(session, scan_id, 1, ids)
-
-    def results(seed: int) -> list[dict[str, Any]]:
-        return [{"object_id": object_id, "detector": name, "detector_version": version,
-                 "fingerprint": f"sha256:{object_id:064x}", "status": "ok", "score": (object_id * 7 + seed) % 100 / 100,
-                 "verdict": "real", "parts": {"member": 0.25} if family == "siglip2" else None,
-                 "evidence": {"finding": "none", "signals": []} if family == "provenance" else None, "error": None,
-                 "timings": {"fetch_ms": 1.5, "decode_ms": 12.25, "inference_ms": 3.125}, "scanned_at": utcnow()}
-                for object_id in ids for name, family, version in DETECTORS]
-
-    def timed(seed: int, verdicts: bool) -> float:
-        batch = results(seed)
-        started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fakescan-bench-home-") as home:
+        settings = load_settings(database_url=url, home=home)
+        migrate.upgrade(settings)
+        engine = make_engine(settings)
+        sessions = make_sessionmaker(engine)
+        entries = [{"name": name, "family": family, "version": version, "location": ""}
+                   for name, family, version in DETECTORS]
         with sessions.begin() as session:
-            written = write_batch(session, scan_id, batch)
-            if verdicts:
-                record_batch_verdicts(session, scan_id, written, settings)
-        return time.perf_counter() - started
+            stored = [StoredObject(uri=f"file:///bench/{i}.jpg", store="file:///bench", key=f"{i}.jpg",
+                                   fingerprint=f"sha256:{i:064x}") for i in range(objects * (repeat + 1))]
+            session.add_all(stored)
+            session.flush()
+            every_id = [row.id for row in stored]
+            scan_id = scans.create_scan(session, "file:///bench", entries, {})
+            batches = [every_id[start:start + objects] for start in range(0, len(every_id), objects)]
+            scans.add_batches(session, scan_id, 1, batches)
 
-    count = objects * len(DETECTORS)
-    first = timed(0, verdicts=False)
-    updates = sum(timed(seed, verdicts=False) for seed in range(1, repeat + 1))
-    with_verdicts = sum(timed(seed, verdicts=True) for seed in range(1, repeat + 1))
-    print(f"writer: batches of {objects} objects x {len(DETECTORS)} detectors = {count} rows, PostgreSQL")
-    print(f"  first write (inserts)          {count / first:9.0f} rows/s")
-    print(f"  re-written (upsert updates)    {count * repeat / updates:9.0f} rows/s  (mean of {repeat} batches)")
-    print(f"  re-written + combined verdicts {count * repeat / with_verdicts:9.0f} rows/s  "
-          f"({with_verdicts / updates:.2f}x the time of the rows alone)")
+        def results(seed: int, ids: list[int]) -> list[dict[str, Any]]:
+            return [{"object_id": object_id, "detector": name, "detector_version": version,
+                     "fingerprint": f"sha256:{object_id:064x}", "status": "ok",
+                     "score": (object_id * 7 + seed) % 100 / 100, "verdict": "real",
+                     "parts": {"member": 0.25} if family == "siglip2" else None,
+                     "evidence": {"finding": "none", "signals": []} if family == "provenance" else None,
+                     "error": None, "timings": {"fetch_ms": 1.5, "decode_ms": 12.25, "inference_ms": 3.125},
+                     "scanned_at": utcnow()}
+                    for object_id in ids for name, family, version in DETECTORS]
 
+        statements = [0]
+        event.listen(engine, "before_cursor_execute", lambda *_: statements.__setitem__(0, statements[0] + 1))
 
-def scheduler_rates(sessions: Any, settings: Any, folder: Path, files: int) -> None:
-    from fakescan.catalog import DetectorRef
-    from fakescan.storage import ListFilter, open_store
-    from scheduler.scan import ScanRequest, create_scan, run_scan
+        def timed(seed: int, verdicts: bool, ids: list[int] = batches[0]) -> float:
+            batch = results(seed, ids)
+            started = time.perf_counter()
+            with sessions.begin() as session:
+                written = write_batch(session, scan_id, batch)
+                if verdicts:
+                    record_batch_verdicts(session, scan_id, written, settings)
+            return time.perf_counter() - started
 
-    for index in range(files):
-        path = folder / f"{index % 50:02d}" / f"{index:06d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(index.to_bytes(4, "big") * 64)
-    every = ListFilter(extensions=())
-    store = open_store(str(folder), settings)
-    started = time.perf_counter()
-    listed = sum(1 for _ in store.list(every))
-    listing = time.perf_counter() - started
-    request = ScanRequest(store.root, [DetectorRef("bench", "compact-cnn", "1", None)], every, batch_size=64)
-    scan_id = create_scan(sessions, request, "bench")
-    started = time.perf_counter()
-    run_scan(sessions, scan_id, store, request, lambda *_: None)
-    scheduled = time.perf_counter() - started
-    print(f"scheduler: local folder of {listed} files, PostgreSQL")
-    print(f"  bare listing (sha256 per file) {listed / listing:9.0f} objects/s  (baseline)")
-    print(f"  first scan, enqueued           {listed / scheduled:9.0f} objects/s  "
-          f"{listing / scheduled:.2f}x the listing rate")
+        count = objects * len(DETECTORS)
+        inserts = sum(timed(0, verdicts=False, ids=ids) for ids in batches[1:])
+        statements[0] = 0
+        updates = sum(timed(seed, verdicts=False) for seed in range(1, repeat + 1))
+        per_batch = statements[0] / repeat
+        with_verdicts = sum(timed(seed, verdicts=True) for seed in range(1, repeat + 1))
+        engine.dispose()
+    return {"first": count * repeat / inserts, "updates": count * repeat / updates,
+            "verdicts": count * repeat / with_verdicts, "statements": per_batch}
 
 
 if __name__ == "__main__":
