@@ -67,30 +67,43 @@ def record_listed(session: Session, infos: Sequence[ObjectInfo],
 
 @lru_cache(maxsize=1)
 def _chunk_statement() -> TextClause:
+    """Every lookup is driven by the chunk's rows (LATERAL: an index probe per row, whatever the
+    size of the tables). Only new or changed objects reach the upsert, so re-listing an unchanged
+    archive neither writes nor locks a row."""
     record = recordset_columns(StoredObject.__table__, _LISTED_COLUMNS)
     columns = ", ".join(_LISTED_COLUMNS)
     updated = ", ".join(f"{name} = excluded.{name}" for name in _CONTENT_COLUMNS)
-    changed = " OR ".join(f"objects.{name} IS DISTINCT FROM excluded.{name}"
-                          for name in ("fingerprint", "last_modified", "store"))
+    changed_columns = ("fingerprint", "last_modified", "store")
+    changed = " OR ".join(f"objects.{name} IS DISTINCT FROM excluded.{name}" for name in changed_columns)
+    differs = " OR ".join(f"stored.{name} IS DISTINCT FROM incoming.{name}" for name in changed_columns)
     return text(f"""
         WITH incoming AS (
             SELECT * FROM jsonb_to_recordset(:rows) AS incoming({record})
+        ), known AS (
+            SELECT incoming.uri, stored.id, stored.id IS NULL OR {differs} AS changed
+            FROM incoming LEFT JOIN LATERAL (
+                SELECT objects.id, {", ".join(f"objects.{name}" for name in changed_columns)}
+                FROM objects WHERE objects.uri = incoming.uri LIMIT 1  -- unique; LIMIT keeps it a probe
+            ) AS stored ON true
         ), upserted AS (
             INSERT INTO objects ({columns}, first_seen, updated_at)
-            SELECT {columns}, :now, :now FROM incoming ORDER BY uri
+            SELECT {", ".join(f"incoming.{name}" for name in _LISTED_COLUMNS)}, :now, :now
+            FROM incoming JOIN known ON known.uri = incoming.uri AND known.changed
+            ORDER BY incoming.uri
             ON CONFLICT (uri) DO UPDATE SET {updated} WHERE {changed}
             RETURNING uri, id
         ), listed AS (
             SELECT uri, id FROM upserted
             UNION ALL
-            SELECT objects.uri, objects.id FROM objects JOIN incoming USING (uri)
-            WHERE NOT EXISTS (SELECT FROM upserted WHERE upserted.uri = objects.uri)
+            SELECT uri, id FROM known WHERE NOT known.changed
         )
         SELECT listed.uri, listed.id, prior.detector, prior.detector_version, prior.fingerprint, prior.status
-        FROM listed LEFT JOIN (
-            results AS prior JOIN unnest(:names, :versions) AS wanted(name, version)
-            ON prior.detector = wanted.name AND prior.detector_version = wanted.version
-        ) ON prior.object_id = listed.id
+        FROM listed LEFT JOIN LATERAL (
+            SELECT results.detector, results.detector_version, results.fingerprint, results.status
+            FROM results
+            WHERE results.object_id = listed.id
+              AND (results.detector, results.detector_version) IN (SELECT * FROM unnest(:names, :versions))
+        ) AS prior ON true
     """).bindparams(bindparam("names", type_=postgresql.ARRAY(postgresql.TEXT)),
                     bindparam("versions", type_=postgresql.ARRAY(postgresql.TEXT)))
 

@@ -112,7 +112,9 @@ def _batch_statement() -> TextClause:
             FROM written GROUP BY object_id
         ), items AS (
             UPDATE scan_items SET state = states.state, updated_at = :now
-            FROM states WHERE scan_items.scan_id = :scan_id AND scan_items.object_id = states.object_id
+            FROM states
+            WHERE scan_items.scan_id = :scan_id AND scan_items.object_id = ANY(:object_ids)  -- a key probe each
+              AND scan_items.object_id = states.object_id
         )
         SELECT object_id FROM states ORDER BY object_id
     """).bindparams(bindparam("object_ids", type_=postgresql.ARRAY(postgresql.BIGINT)))

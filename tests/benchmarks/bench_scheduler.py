@@ -1,45 +1,136 @@
-"""Benchmark: how fast the scheduler lists, records and skips, against the bare S3 listing.
+"""Benchmark: how fast the scheduler lists, records, skips and enqueues, against the bare listing.
 
-Run: ``.venv/bin/python -m tests.benchmarks.bench_scheduler [--objects 5000]`` (starts its own PostgreSQL and
-moto S3 server, like the tests). Prints, for one run on this machine:
-- the bare listing rate (``Store.list`` paging through the bucket): the baseline;
-- a first scan (upsert every object, write scan items, dispatch to a no-op) and a re-run where
-  every object is already scanned (all skipped), each as objects/s and as a ratio to the baseline;
-- the peak Python memory of a re-run over a quarter of the objects and over all of them
-  (tracemalloc, separate runs): a streamed listing should not grow with the archive.
+Run: ``nice -n 10 .venv/bin/python -m tests.benchmarks.bench_scheduler --baseline main [--objects 5000]
+[--source local|s3] [--rounds 3] [--memory]`` (starts its own PostgreSQL, durable as in production,
+and for ``--source s3`` a moto S3 server, like the tests). Prints, for one run:
+
+- the bare listing rate (``Store.list`` over the source: a local folder whose files are hashed,
+  or an S3 bucket paged through moto): the baseline a scheduler cannot beat;
+- a first scan (upsert every object, skip check, write scan items, dispatch to a no-op) and a
+  re-run where every object is already scanned (all skipped), as objects/s and as a ratio to the
+  listing rate, and the statements and commits per 1,000 objects;
+- with ``--baseline REV``: the same with the code of git revision ``REV`` (``git archive``), in
+  alternating child processes (``--rounds`` each, medians; each on a fresh database), and the
+  ratio this code / ``REV``;
+- with ``--memory``: the peak Python memory (tracemalloc) of a re-run over a quarter of the
+  objects and over all of them with this code: a streamed listing should not grow with the archive.
+
 Not a test: pytest does not collect it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
 import time
 import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
 
-from sqlalchemy import text
-
-from tests import services
-from tests.conftest import AWS_TEST_ENV
+FIGURES = (("listing", "bare listing (baseline)"), ("first", "first scan, enqueued"),
+           ("rerun", "re-run, all skipped"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=5000)
+    parser.add_argument("--source", choices=("local", "s3"), default="local")
+    parser.add_argument("--rounds", type=int, default=3, help="child runs per code version (medians)")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the code of this git revision")
+    parser.add_argument("--memory", action="store_true", help="also the peak memory of re-runs (this code)")
+    parser.add_argument("--child", metavar="DATABASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--uri", help=argparse.SUPPRESS)
+    parser.add_argument("--s3-endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:  # the code under test first on the path: import nothing of this tree's tests here
+        print(json.dumps(measure(args.child, args.uri, args.s3_endpoint, args.memory)))
+        return
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    from tests import services
+    from tests.benchmarks.alternating import run_alternating, trees
+    from tests.conftest import AWS_TEST_ENV
+
     os.environ.update(AWS_TEST_ENV)
-    postgres, s3 = services.start_postgres(), services.start_s3()
+    postgres = services.start_postgres(durable=True)
+    s3 = services.start_s3() if args.source == "s3" else None
     try:
-        run(args.objects, postgres.url, s3.url)
+        with tempfile.TemporaryDirectory(prefix="fakescan-bench-scheduler-") as scratch:
+            uri = fill_bucket(s3.url, args.objects) if s3 else fill_folder(Path(scratch) / "files", args.objects)
+            endpoint = ["--s3-endpoint", s3.url] if s3 else []
+
+            def child(*extra: str) -> list[str]:
+                database = services.create_database(postgres.url, f"bench_{uuid.uuid4().hex[:8]}")
+                return ["--child", database, "--uri", uri, *endpoint, *extra]
+
+            code = trees(args.baseline, Path(scratch))
+            runs = run_alternating(__file__, code, args.rounds, child)
+            memory = run_alternating(__file__, {"memory": code["this code"]}, 1,
+                                     lambda: child("--memory"))["memory"][0] if args.memory else None
     finally:
-        s3.stop()
+        if s3:
+            s3.stop()
         postgres.stop()
+    report(args, runs, memory)
 
 
-def run(count: int, postgres_admin_url: str, s3_url: str) -> None:
+def fill_folder(folder: Path, count: int) -> str:
+    for index in range(count):
+        path = folder / f"{index % 50:02d}" / f"{index:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(index.to_bytes(4, "big") * 64)
+    return folder.as_uri()
+
+
+def fill_bucket(endpoint: str, count: int) -> str:
     import boto3
+
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=bucket)
+    keys = [f"{'a' if i < count // 4 else 'b'}/{i:08d}.jpg" for i in range(count)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=key.encode()), keys))
+    return f"s3://{bucket}"
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], memory: dict[str, Any] | None) -> None:
+    from tests.benchmarks.alternating import THIS_CODE, load_range, medians
+
+    found = medians(runs)
+    print(f"scheduler: {args.source} source of {found[THIS_CODE]['objects']:.0f} objects, PostgreSQL (durable); "
+          f"medians of {args.rounds} child runs per code version, alternating")
+    print(load_range(runs))
+    baseline = found.get(args.baseline) if args.baseline else None
+    for key, label in FIGURES:
+        figures = found[THIS_CODE]
+        line = f"  {label:26} {figures[key]:8.0f} objects/s"
+        if key != "listing":
+            line += f"  {figures[key] / figures['listing']:.2f}x the listing"
+        if baseline:
+            line += f"   {args.baseline}: {baseline[key]:8.0f} objects/s"
+            if key != "listing":
+                line += (f"  {baseline[key] / baseline['listing']:.2f}x the listing"
+                         f"  -> now {figures[key] / baseline[key]:.2f}x")
+        print(line)
+    for key, label in (("statements", "statements per 1,000 objects, first scan"),
+                       ("commits", "commits per 1,000 objects, first scan")):
+        line = f"  {label:42} {found[THIS_CODE][key]:6.1f}"
+        print(line + (f"   {args.baseline}: {baseline[key]:6.1f}" if baseline else ""))
+    if memory:
+        print(f"  peak memory of a re-run    {memory['peak_quarter'] / 1e6:6.1f} MB over "
+              f"{memory['quarter']:.0f} objects, {memory['peak_all'] / 1e6:6.1f} MB over {memory['objects']:.0f}")
+
+
+def measure(url: str, uri: str, s3_endpoint: str | None, memory: bool) -> dict[str, float]:
+    """Runs in a child process, with the code under test first on the path."""
+    from sqlalchemy import event, text
 
     from fakescan.catalog import DetectorRef
     from fakescan.db import migrate
@@ -48,57 +139,51 @@ def run(count: int, postgres_admin_url: str, s3_url: str) -> None:
     from fakescan.storage import ListFilter, open_store
     from scheduler.scan import ScanRequest, create_scan, run_scan
 
-    url = services.create_database(postgres_admin_url, f"bench_{uuid.uuid4().hex[:8]}")
-    settings = load_settings(database_url=url, s3_endpoint_url=s3_url, home="/tmp/fakescan-bench-home")
-    migrate.upgrade(settings)
-    bucket = f"bench-{uuid.uuid4().hex[:8]}"
-    client = boto3.client("s3", endpoint_url=s3_url)
-    client.create_bucket(Bucket=bucket)
-    quarter = count // 4
-    keys = [f"{'a' if i < quarter else 'b'}/{i:08d}.jpg" for i in range(count)]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=key.encode()), keys))
+    with tempfile.TemporaryDirectory(prefix="fakescan-bench-home-") as home:
+        settings = load_settings(database_url=url, s3_endpoint_url=s3_endpoint, home=home)
+        migrate.upgrade(settings)
+        engine = make_engine(settings)
+        sessions = make_sessionmaker(engine)
+        every = ListFilter(extensions=())
+        counted = {"statements": 0, "commits": 0}
 
-    engine = make_engine(settings)
-    sessions = make_sessionmaker(engine)
-    detector = DetectorRef("bench", "hf-classifier", "1", None)
-    every = ListFilter(extensions=())
+        def count(kind: str) -> Callable[..., None]:
+            return lambda *_: counted.__setitem__(kind, counted[kind] + 1)
 
-    def scan(prefix: str = "") -> float:
-        store = open_store(f"s3://{bucket}/{prefix}", settings)
-        request = ScanRequest(f"s3://{bucket}/{prefix}", [detector], every, batch_size=64)
-        scan_id = create_scan(sessions, request, "bench")
+        event.listen(engine, "before_cursor_execute", count("statements"))
+        event.listen(engine, "commit", count("commits"))
+
+        def scan(prefix: str = "") -> float:
+            store = open_store(uri.rstrip("/") + "/" + prefix if prefix else uri, settings)
+            request = ScanRequest(store.root, [DetectorRef("bench", "compact-cnn", "1", None)], every, batch_size=64)
+            scan_id = create_scan(sessions, request, "bench")
+            counted.update(statements=0, commits=0)
+            started = time.perf_counter()
+            run_scan(sessions, scan_id, store, request, lambda *_: None)
+            return time.perf_counter() - started
+
         started = time.perf_counter()
-        run_scan(sessions, scan_id, store, request, lambda *_: None)
-        return time.perf_counter() - started
-
-    started = time.perf_counter()
-    listed = sum(1 for _ in open_store(f"s3://{bucket}", settings).list(every))
-    listing = time.perf_counter() - started
-    first = scan()
-    _complete_everything(engine, text)
-    rerun = scan()
-    peak_quarter, peak_all = _peak(lambda: scan("a/")), _peak(scan)
-    engine.dispose()
-
-    print(f"objects {listed}")
-    print(f"bare listing       {listed / listing:8.0f} objects/s  (baseline)")
-    print(f"first scan         {listed / first:8.0f} objects/s  {listing / first:.2f}x the listing rate")
-    print(f"re-run, all skip   {listed / rerun:8.0f} objects/s  {listing / rerun:.2f}x the listing rate")
-    print(f"peak memory re-run {peak_quarter / 1e6:6.1f} MB over {quarter} objects, "
-          f"{peak_all / 1e6:6.1f} MB over {listed}")
-
-
-def _complete_everything(engine, text) -> None:  # type: ignore[no-untyped-def]
-    """What the workers would have written: one ok result per object on its current content."""
-    with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO results (object_id, detector, detector_version, fingerprint, status, score, verdict,"
-            " scanned_at) SELECT id, 'bench', '1', fingerprint, 'ok', 0.1, 'real', now() FROM objects"))
-        connection.execute(text("UPDATE scan_items SET state = 'done'"))
+        listed = sum(1 for _ in open_store(uri, settings).list(every))
+        listing = time.perf_counter() - started
+        first = scan()
+        per_thousand = {key: value * 1000 / listed for key, value in counted.items()}
+        with engine.begin() as connection:  # what the workers would have written: one ok result per object
+            connection.execute(text(
+                "INSERT INTO results (object_id, detector, detector_version, fingerprint, status, score, verdict,"
+                " scanned_at) SELECT id, 'bench', '1', fingerprint, 'ok', 0.1, 'real', now() FROM objects"))
+            connection.execute(text("UPDATE scan_items SET state = 'done'"))
+        rerun = scan()
+        figures = {"objects": listed, "listing": listed / listing, "first": listed / first, "rerun": listed / rerun,
+                   **per_thousand}
+        if memory:
+            quarter = "a/" if uri.startswith("s3://") else "00/"
+            figures.update(peak_quarter=_peak(lambda: scan(quarter)), peak_all=_peak(scan),
+                           quarter=sum(1 for _ in open_store(uri.rstrip("/") + "/" + quarter, settings).list(every)))
+        engine.dispose()
+    return figures
 
 
-def _peak(step) -> int:  # type: ignore[no-untyped-def]
+def _peak(step: Callable[[], Any]) -> int:
     tracemalloc.start()
     try:
         step()

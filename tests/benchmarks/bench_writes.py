@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -47,20 +43,22 @@ def main() -> None:
                         help="run the server as the tests do: no fsync, no synchronous commit, no full-page writes")
     parser.add_argument("--child", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.child:  # the code under test first on the path: import nothing of this tree's tests here
         print(json.dumps(measure(args.child, args.objects, args.repeat)))
         return
     from tests import services
+    from tests.benchmarks.alternating import run_alternating, trees
 
     postgres = services.start_postgres(durable=not args.fast_server)
     try:
         print(server_settings(postgres.url))
         with tempfile.TemporaryDirectory(prefix="fakescan-bench-writes-") as scratch:
-            figures = alternate(args, Path(scratch), lambda: services.create_database(
-                postgres.url, f"bench_{uuid.uuid4().hex[:8]}"))
+            runs = run_alternating(__file__, trees(args.baseline, Path(scratch)), args.rounds, lambda: [
+                "--child", services.create_database(postgres.url, f"bench_{uuid.uuid4().hex[:8]}"),
+                "--objects", str(args.objects), "--repeat", str(args.repeat)])
     finally:
         postgres.stop()
-    report(args, figures)
+    report(args, runs)
 
 
 def server_settings(admin_url: str) -> str:
@@ -74,47 +72,24 @@ def server_settings(admin_url: str) -> str:
     return "PostgreSQL " + ", ".join(f"{name}={value}" for name, value in shown.items())
 
 
-def alternate(args: argparse.Namespace, scratch: Path, new_database: Any) -> dict[str, list[dict[str, Any]]]:
-    """Child runs of this code and of ``--baseline``, alternating, each on a fresh database."""
-    from tests.benchmarks.bench_scan import REPO, export_revision
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> None:
+    from tests.benchmarks.alternating import THIS_CODE, load_range, medians
 
-    trees = {"this code": REPO}
-    if args.baseline:
-        trees[args.baseline] = export_revision(args.baseline, scratch / "baseline")
-    figures: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
-    for _ in range(args.rounds):
-        for name, tree in trees.items():
-            command = [sys.executable, str(Path(__file__).resolve()), "--child", new_database(),
-                       "--objects", str(args.objects), "--repeat", str(args.repeat)]
-            env = dict(os.environ, PYTHONPATH=str(tree))
-            found = subprocess.run(command, env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
-            figures[name].append(json.loads(found.strip().splitlines()[-1]) | {"load": _load()})
-    return figures
-
-
-def report(args: argparse.Namespace, figures: dict[str, list[dict[str, Any]]]) -> None:
     rows = args.objects * len(DETECTORS)
     print(f"batches of {args.objects} objects x {len(DETECTORS)} detectors = {rows} rows; "
           f"medians of {args.rounds} child runs per code version, alternating")
-    medians = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-               for name, runs in figures.items()}
-    loads = [run["load"] for runs in figures.values() for run in runs]
-    print(f"load average (1 min) after each child run: {min(loads):.2f}-{max(loads):.2f}")
-    baseline = medians.get(args.baseline) if args.baseline else None
+    print(load_range(runs))
+    found = medians(runs)
+    baseline = found.get(args.baseline) if args.baseline else None
     for key, label in FIGURES:
-        line = f"  {label:32} {medians['this code'][key]:9.0f} rows/s"
+        line = f"  {label:32} {found[THIS_CODE][key]:9.0f} rows/s"
         if baseline:
-            line += (f"   {args.baseline}: {baseline[key]:9.0f} rows/s"
-                     f"   = {medians['this code'][key] / baseline[key]:.2f}x")
+            line += f"   {args.baseline}: {baseline[key]:9.0f} rows/s   = {found[THIS_CODE][key] / baseline[key]:.2f}x"
         print(line)
-    line = f"  {'statements per batch (rows only)':32} {medians['this code']['statements']:9.0f}"
+    line = f"  {'statements per batch (rows only)':32} {found[THIS_CODE]['statements']:9.0f}"
     if baseline:
         line += f"   {args.baseline}: {baseline['statements']:9.0f}"
     print(line)
-
-
-def _load() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0]) if Path("/proc/loadavg").exists() else float("nan")
 
 
 def measure(url: str, objects: int, repeat: int) -> dict[str, float]:
