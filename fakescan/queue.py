@@ -12,7 +12,10 @@ Delivery settings are deliberate (see docs/operations.md, "Delivery guarantees")
 
 from __future__ import annotations
 
-from typing import Any
+import queue
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
 
 from fakescan.errors import UsageError
 from fakescan.settings import Settings
@@ -49,6 +52,10 @@ def make_celery_app(settings: Settings, *, include_tasks: bool = False) -> Any:
 class CeleryDispatcher:
     """Sends one ``scan_batch`` task per batch of object ids (never bytes)."""
 
+    # each send is two round trips to Redis (the message, the task-sent event): a scan sends from a
+    # thread of its own while it lists and records the next chunk (``sending_ahead``)
+    sends_from_any_thread = True
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = make_celery_app(settings)
@@ -59,6 +66,46 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         self.app.close()
+
+
+class SendBatch(Protocol):
+    def __call__(self, scan_id: int, batch: int, object_ids: list[int]) -> None: ...
+
+
+@contextmanager
+def sending_ahead(send: SendBatch, depth: int = 256) -> Iterator[SendBatch]:
+    """``send`` run in order by a background thread, up to ``depth`` batches behind the caller, when
+    the dispatcher allows it (``sends_from_any_thread``); otherwise ``send`` itself (the embedded
+    dispatcher runs the batch in the caller's thread). A failed send is raised by the next call or at
+    the end of the block, where every batch handed over has been sent."""
+    if not getattr(send, "sends_from_any_thread", False):
+        yield send
+        return
+    pending: queue.Queue[tuple[int, int, list[int]] | None] = queue.Queue(maxsize=depth)
+    failures: list[BaseException] = []
+
+    def sender() -> None:
+        while (batch := pending.get()) is not None:
+            if not failures:
+                try:
+                    send(*batch)
+                except BaseException as error:  # raised in the caller's thread
+                    failures.append(error)
+
+    def handed_over(scan_id: int, batch: int, object_ids: list[int]) -> None:
+        if failures:
+            raise failures[0]
+        pending.put((scan_id, batch, object_ids))
+
+    thread = threading.Thread(target=sender, name="enqueue", daemon=True)
+    thread.start()
+    try:
+        yield handed_over
+    finally:
+        pending.put(None)
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 # kombu's Redis transport keeps priority levels other than 0 in sibling lists "<queue>\x06\x16<n>"

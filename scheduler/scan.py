@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fakescan.catalog import DetectorRef
 from fakescan.db import scans
 from fakescan.db.objects import record_listed
+from fakescan.queue import sending_ahead
 from fakescan.storage import ListFilter, LocalStore, ObjectInfo, S3Store, Store, chunked
 from scheduler.options import filter_as_json
 from scheduler.retry import with_db_retries
@@ -87,7 +88,8 @@ def run_scan(
     """Enumerate and enqueue; a failure (or Ctrl-C) marks the scan failed and propagates."""
     with sessions() as session:
         try:
-            return _ScanRun(session, scan_id, request, dispatch, on_progress).run(store)
+            with sending_ahead(dispatch) as send:
+                return _ScanRun(session, scan_id, request, send, on_progress).run(store)
         except BaseException as error:
             _record_failure(session, scan_id, error)
             raise

@@ -1,12 +1,13 @@
 """Benchmark: how fast the scheduler lists, records, skips and enqueues, against the bare listing.
 
 Run: ``nice -n 10 .venv/bin/python -m tests.benchmarks.bench_scheduler --baseline main [--objects 5000]
-[--source local|s3] [--rounds 3] [--memory]`` (starts its own PostgreSQL, durable as in production,
+[--source local|s3] [--broker] [--rounds 3] [--memory]`` (starts its own PostgreSQL, durable as in production,
 and for ``--source s3`` a moto S3 server, like the tests). Prints, for one run:
 
 - the bare listing rate (``Store.list`` over the source: a local folder whose files are hashed,
   or an S3 bucket paged through moto): the baseline a scheduler cannot beat;
-- a first scan (upsert every object, skip check, write scan items, dispatch to a no-op) and a
+- a first scan (upsert every object, skip check, write scan items, dispatch batches of 32 to a
+  no-op, or with ``--broker`` through Celery to a Redis the benchmark starts) and a
   re-run where every object is already scanned (all skipped), as objects/s and as a ratio to the
   listing rate, and the statements and commits per 1,000 objects;
 - with ``--baseline REV``: the same with the code of git revision ``REV`` (``git archive``), in
@@ -45,9 +46,12 @@ def main() -> None:
     parser.add_argument("--child", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     parser.add_argument("--s3-endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--broker", action="store_true",
+                        help="enqueue through Celery to a Redis the benchmark starts, not to a no-op")
+    parser.add_argument("--broker-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # the code under test first on the path: import nothing of this tree's tests here
-        print(json.dumps(measure(args.child, args.uri, args.s3_endpoint, args.memory)))
+        print(json.dumps(measure(args.child, args.uri, args.s3_endpoint, args.memory, args.broker_url)))
         return
     run(args)
 
@@ -60,10 +64,11 @@ def run(args: argparse.Namespace) -> None:
     os.environ.update(AWS_TEST_ENV)
     postgres = services.start_postgres(durable=True)
     s3 = services.start_s3() if args.source == "s3" else None
+    redis = services.start_redis() if args.broker else None
     try:
         with tempfile.TemporaryDirectory(prefix="fakescan-bench-scheduler-") as scratch:
             uri = fill_bucket(s3.url, args.objects) if s3 else fill_folder(Path(scratch) / "files", args.objects)
-            endpoint = ["--s3-endpoint", s3.url] if s3 else []
+            endpoint = (["--s3-endpoint", s3.url] if s3 else []) + (["--broker-url", redis.url] if redis else [])
 
             def child(*extra: str) -> list[str]:
                 database = services.create_database(postgres.url, f"bench_{uuid.uuid4().hex[:8]}")
@@ -74,9 +79,9 @@ def run(args: argparse.Namespace) -> None:
             memory = run_alternating(__file__, {"memory": code["this code"]}, 1,
                                      lambda: child("--memory"))["memory"][0] if args.memory else None
     finally:
-        if s3:
-            s3.stop()
-        postgres.stop()
+        for service in (s3, redis, postgres):
+            if service:
+                service.stop()
     report(args, runs, memory)
 
 
@@ -104,7 +109,8 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], memo
     from tests.benchmarks.alternating import THIS_CODE, load_range, medians
 
     found = medians(runs)
-    print(f"scheduler: {args.source} source of {found[THIS_CODE]['objects']:.0f} objects, PostgreSQL (durable); "
+    print(f"scheduler: {args.source} source of {found[THIS_CODE]['objects']:.0f} objects, PostgreSQL (durable), "
+          f"{'Celery over Redis' if args.broker else 'dispatch to a no-op'}; "
           f"medians of {args.rounds} child runs per code version, alternating")
     print(load_range(runs))
     baseline = found.get(args.baseline) if args.baseline else None
@@ -128,7 +134,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], memo
               f"{memory['quarter']:.0f} objects, {memory['peak_all'] / 1e6:6.1f} MB over {memory['objects']:.0f}")
 
 
-def measure(url: str, uri: str, s3_endpoint: str | None, memory: bool) -> dict[str, float]:
+def measure(url: str, uri: str, s3_endpoint: str | None, memory: bool, broker_url: str | None) -> dict[str, float]:
     """Runs in a child process, with the code under test first on the path."""
     from sqlalchemy import event, text
 
@@ -140,7 +146,7 @@ def measure(url: str, uri: str, s3_endpoint: str | None, memory: bool) -> dict[s
     from scheduler.scan import ScanRequest, create_scan, run_scan
 
     with tempfile.TemporaryDirectory(prefix="fakescan-bench-home-") as home:
-        settings = load_settings(database_url=url, s3_endpoint_url=s3_endpoint, home=home)
+        settings = load_settings(database_url=url, s3_endpoint_url=s3_endpoint, home=home, broker_url=broker_url)
         migrate.upgrade(settings)
         engine = make_engine(settings)
         sessions = make_sessionmaker(engine)
@@ -153,13 +159,19 @@ def measure(url: str, uri: str, s3_endpoint: str | None, memory: bool) -> dict[s
         event.listen(engine, "before_cursor_execute", count("statements"))
         event.listen(engine, "commit", count("commits"))
 
+        dispatch: Any = lambda *_: None  # noqa: E731
+        if broker_url:
+            from fakescan.queue import CeleryDispatcher
+
+            dispatch = CeleryDispatcher(settings)
+
         def scan(prefix: str = "") -> float:
             store = open_store(uri.rstrip("/") + "/" + prefix if prefix else uri, settings)
-            request = ScanRequest(store.root, [DetectorRef("bench", "compact-cnn", "1", None)], every, batch_size=64)
+            request = ScanRequest(store.root, [DetectorRef("bench", "compact-cnn", "1", None)], every, batch_size=32)
             scan_id = create_scan(sessions, request, "bench")
             counted.update(statements=0, commits=0)
             started = time.perf_counter()
-            run_scan(sessions, scan_id, store, request, lambda *_: None)
+            run_scan(sessions, scan_id, store, request, dispatch)
             return time.perf_counter() - started
 
         started = time.perf_counter()

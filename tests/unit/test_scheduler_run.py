@@ -1,5 +1,6 @@
 """run_scan on SQLite: chunking across batches, items committed before dispatch, failures recorded."""
 
+import threading
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -95,6 +96,46 @@ def test_listing_failure_marks_the_scan_failed(sessions, error, reason):
         progress = read_progress(session, scan_id)
     assert (progress.state, progress.error) == ("failed", reason)
     assert progress.enqueued == 4  # the two full batches before the failure were sent
+
+
+class ThreadSafeDispatcher:
+    """Like the Celery dispatcher: may send from a thread of its own; records what it sent where."""
+
+    sends_from_any_thread = True
+
+    def __init__(self, sessions, fail_at: int | None = None) -> None:
+        self.sessions, self.fail_at, self.sent = sessions, fail_at, []
+
+    def __call__(self, scan_id: int, batch: int, object_ids: list[int]) -> None:
+        if batch == self.fail_at:
+            raise ConnectionError("broker went away")
+        with self.sessions() as other:
+            committed = other.scalar(select(func.count()).select_from(ScanItem)
+                                     .where(ScanItem.scan_id == scan_id, ScanItem.batch == batch))
+        self.sent.append((batch, len(object_ids), committed, threading.current_thread().name))
+
+
+def test_a_thread_safe_dispatcher_sends_ahead_in_order_and_all_before_the_scan_returns(sessions):
+    dispatcher = ThreadSafeDispatcher(sessions)
+    scan_request = request(batch_size=3, chunk_size=4)
+    scan_id = create_scan(sessions, scan_request, "test")
+    counts = run_scan(sessions, scan_id, ListedStore(20), scan_request, dispatcher)
+    assert [(batch, size, committed) for batch, size, committed, _ in dispatcher.sent] == [
+        (number, 3, 3) for number in range(1, 7)] + [(7, 2, 2)]
+    assert {thread for *_, thread in dispatcher.sent} == {"enqueue"}
+    assert (counts.enqueued, counts.batches) == (20, 7)
+
+
+def test_a_failed_send_in_the_background_fails_the_scan(sessions):
+    dispatcher = ThreadSafeDispatcher(sessions, fail_at=2)
+    scan_request = request(batch_size=2, chunk_size=2)
+    scan_id = create_scan(sessions, scan_request, "test")
+    with pytest.raises(ConnectionError):
+        run_scan(sessions, scan_id, ListedStore(12), scan_request, dispatcher)
+    with sessions() as session:
+        progress = read_progress(session, scan_id)
+    assert (progress.state, progress.error) == ("failed", "ConnectionError: broker went away")
+    assert [batch for batch, *_ in dispatcher.sent] == [1]  # nothing sent after the failure
 
 
 def test_an_s3_prefix_keeps_its_trailing_slash_in_the_canonical_source() -> None:
