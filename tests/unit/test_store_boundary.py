@@ -11,21 +11,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("fakescan", "scheduler", "worker", "migrations")
 STORE = ("fakescan/db/", "migrations/")  # the store, and Alembic's migrations (their own SQL by design)
 SQL_BUILDERS = {"select", "insert", "update", "delete", "text", "exists"}
 SESSION_CALLS = {"execute", "scalars", "scalar", "query"}
-
-# Files the perfdb branch is moving into the store (the result write path, the scheduler's object
-# upsert). The lead empties this list when that branch lands; a file here that no longer builds
-# SQL fails the test below, so the list only shrinks.
-PENDING_MOVE = {
-    "worker/pipeline.py",
-    "scheduler/objects.py",
-}
 
 # The commands' start-up, (file, function): each reads the settings once and passes them down.
 ENTRY_POINTS = {
@@ -113,16 +103,8 @@ def test_the_checker_sees_sql_in_every_form_and_nothing_else():
 
 def test_only_the_store_builds_sql():
     outside = {name: sql for name, tree in modules() if not name.startswith(STORE) and (sql := sql_built(tree))}
-    unexpected = {name: sql for name, sql in outside.items() if name not in PENDING_MOVE}
-    assert not unexpected, ("SQL outside fakescan/db: move it into a function of a fakescan/db module and "
-                            f"call that: {unexpected}")
-    moved = sorted(PENDING_MOVE - set(outside))
-    assert not moved, f"{moved} no longer build SQL: remove them from PENDING_MOVE"
-
-
-@pytest.mark.parametrize("name", sorted(PENDING_MOVE))
-def test_pending_files_exist(name: str):
-    assert (ROOT / name).is_file(), f"{name} moved or went away: update PENDING_MOVE"
+    assert not outside, ("SQL outside fakescan/db: move it into a function of a fakescan/db module and "
+                         f"call that: {outside}")
 
 
 def test_the_checker_names_the_function_that_reads_settings():
