@@ -266,13 +266,17 @@ def naive_loop_rate(checkpoint: Path, paths: list[Path], database: Path, device:
     return rate
 
 
-def scan_rate(tree: Path, photos: Path, detector: str, home: Path, env: dict[str, str]) -> dict[str, float]:
-    """One embedded ``fakescan scan`` in a child process running the code in ``tree``."""
-    child_env = {**os.environ, **env, "PYTHONPATH": str(tree), "FAKESCAN_HOME": str(home),
-                 "FAKESCAN_SCAN_PROVENANCE": "false", "FAKESCAN_BATCH_SIZE": "32", "FAKESCAN_LOG_LEVEL": "WARNING"}
+def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: dict[str, str]) -> dict[str, float]:
+    """One embedded ``fakescan scan`` in a child process running the code in ``tree``.
+
+    Provenance is off unless ``env`` turns it on; ``detector=None`` scans with that code's
+    default detectors (no ``--detector``)."""
+    child_env = {**os.environ, "FAKESCAN_SCAN_PROVENANCE": "false", "FAKESCAN_BATCH_SIZE": "32",
+                 "FAKESCAN_LOG_LEVEL": "WARNING", **env, "PYTHONPATH": str(tree), "FAKESCAN_HOME": str(home)}
     child_env.pop("FAKESCAN_DATABASE_URL", None)
     child_env.pop("FAKESCAN_BROKER_URL", None)
-    result = subprocess.run([sys.executable, "-c", CHILD, "scan", str(photos), "--detector", detector],
+    chosen = ["--detector", detector] if detector else []
+    result = subprocess.run([sys.executable, "-c", CHILD, "scan", str(photos), *chosen],
                             cwd=tree, env=child_env, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode != 0 or not lines:
@@ -286,7 +290,7 @@ def scan_rate(tree: Path, photos: Path, detector: str, home: Path, env: dict[str
     # end to end it also pays the interpreter's start, the schema and the listing once per scan
     figures["rate"] = count / (figures["batch_seconds"] - figures["load_seconds"])
     figures["end_to_end_rate"] = count / (figures["seconds"] - figures["load_seconds"])
-    print(f"  scan {detector} ({tree.name}): {figures}", flush=True)
+    print(f"  scan {detector or 'default'} ({tree.name}): {figures}", flush=True)
     return figures
 
 

@@ -21,7 +21,7 @@ foundation features); nothing here trains.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, cast
+from typing import Any, ClassVar, Sequence, cast
 
 import numpy as np
 import torch
@@ -63,8 +63,9 @@ def _offsets(slack: int, grid: int) -> list[int]:
 def image_crops(image: Image.Image, size: int, grid: int) -> tuple[list[np.ndarray], list[tuple[int, int, int, int]]]:
     """The crops of an RGB image as uint8 (side, side, 3) arrays, with their boxes."""
     boxes = crop_boxes(image.width, image.height, size, grid)
-    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return [pixels[top:bottom, left:right] for left, top, right, bottom in boxes], boxes
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    # crop first: copying a 12 MP photo into one array cost more than scoring a crop
+    return [np.asarray(rgb.crop(box), dtype=np.uint8) for box in boxes], boxes
 
 
 class StageStatistics(nn.Module):
@@ -136,8 +137,18 @@ class PhotoCropsNet(nn.Module):
 
 @register_family("photo-crops")
 class PhotoCropsDetector(TorchClassifier):
-    predict_batch_size = 16  # crops per forward pass
+    # crops per forward pass on a CPU: 4 keeps a pass's activations in cache (16 per pass ran
+    # about half as fast per crop here); a GPU takes more at once
+    predict_batch_size = 4
+    gpu_batch_size: ClassVar[int] = 64
     prepare_tensor = None  # type: ignore[assignment]  # crops are cut from host images: no device decoding
+
+    def __init__(self, name: str, version: str, manifest: dict[str, Any], module: nn.Module,
+                 device: str = "cpu", precision: str = "fp32") -> None:
+        super().__init__(name, version, manifest, module, device, precision)
+        # depthwise convolutions run faster on NHWC tensors; logits move by float rounding only
+        self.module = self.module.to(memory_format=torch.channels_last)
+        self.crops_per_pass = self.predict_batch_size if str(device).startswith("cpu") else self.gpu_batch_size
 
     @property
     def network(self) -> PhotoCropsNet:
@@ -174,7 +185,7 @@ class PhotoCropsDetector(TorchClassifier):
             crops += pieces
             owners += [index] * len(pieces)
         logits = np.zeros(len(crops), dtype=np.float32)
-        for batch in same_size_batches([crop.shape[:2] for crop in crops], self.predict_batch_size):
+        for batch in same_size_batches([crop.shape[:2] for crop in crops], self.crops_per_pass):
             logits[batch] = self._logits([crops[i] for i in batch])
         owners_array = np.array(owners)
         return [logits[owners_array == index] for index in range(len(per_image))]
@@ -182,6 +193,7 @@ class PhotoCropsDetector(TorchClassifier):
     @torch.inference_mode()
     def _logits(self, arrays: list[np.ndarray]) -> np.ndarray:
         batch = normalise(to_device(torch.from_numpy(np.stack(arrays)), self.device), self.preprocessing)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             return self.module(batch)[:, 0].float().cpu().numpy()
 
