@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--class-dir", default=None,
                         help="use only images under a folder of this name (default: a 'real' folder if any)")
     parser.add_argument("--holdout", type=float, default=0.2, help="share of images held out for calibration")
-    parser.add_argument("--members", default=None, help="comma-separated members (default: all nine)")
+    parser.add_argument("--members", default=None,
+                        help="comma-separated members (default: the nine; lite-knn is opt-in)")
     parser.add_argument("--weights", default=None, help="vote weights, e.g. deep-svdd=2,colour-gmm=0.5")
     parser.add_argument("--limit", type=int, default=None, help="use at most N images (a seeded random subset)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit draw and the fit (default 0)")
@@ -50,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--svdd-backbone-blocks", metavar="N", type=int, default=0,
                         help="with --svdd-backbone: also fine-tune the top N encoder blocks (default 0: only the "
                              "projection trains; N > 0 runs the backbone over every image every epoch)")
+    parser.add_argument("--lite-backbone", metavar="DETECTOR", default="default",
+                        help="with the opt-in member lite-knn: the photo-crops detector whose ImageNet "
+                             "EfficientNet-Lite backbone it uses (default: the bundled default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run_fit_ensemble)
 
@@ -72,7 +76,8 @@ def run_fit_ensemble(args: argparse.Namespace, settings: Settings) -> int:
     options = FitOptions(members=members, weights=parse_weights(args.weights, members), holdout=args.holdout,
                          percentile=args.percentile, size=args.size, seed=args.seed, vote=args.vote,
                          device=settings.resolved_device(), progress=not args.no_progress, name=args.name,
-                         member_config=svdd_backbone_config(args, members, settings))
+                         member_config={**svdd_backbone_config(args, members, settings),
+                                        **lite_backbone_config(args, members, settings)})
     check_options(options)
     started = time.perf_counter()
     images = open_real(args.data, settings, args.class_dir).limited(args.limit, args.seed)
@@ -124,3 +129,11 @@ def svdd_backbone_config(args: argparse.Namespace, members: list[str],
     if "deep-svdd" not in members:
         raise UsageError("--svdd-backbone needs the deep-svdd member, which --members leaves out")
     return {"deep-svdd": backbone_config(args.svdd_backbone, args.svdd_backbone_blocks, settings)}
+
+
+def lite_backbone_config(args: argparse.Namespace, members: list[str],
+                         settings: Settings) -> dict[str, dict[str, Any]]:
+    """The lite-knn member config: its backbone's detector, checked before any image is read."""
+    from worker.detectors.ensemble.lite_knn import backbone_config
+
+    return {"lite-knn": backbone_config(args.lite_backbone, settings)} if "lite-knn" in members else {}

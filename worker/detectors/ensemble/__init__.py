@@ -9,6 +9,7 @@ and the nine members, in the model card's order.
 from worker.detectors.ensemble import texture  # noqa: F401  (registers the texture and patch features)
 from worker.detectors.ensemble import vae, flow, svdd  # noqa: F401  (members 1-3)
 from worker.detectors.ensemble import classical  # noqa: F401  (members 4-9)
+from worker.detectors.ensemble import lite_knn  # noqa: F401  (opt-in: pretrained-backbone features)
 # isort: on
 from worker.detectors.ensemble.detector import OneClassEnsemble
 from worker.detectors.ensemble.members import member_class, member_names, parse_members

@@ -56,6 +56,14 @@ class FeatureBank:
             self._cache[name] = np.concatenate(parts).astype(np.float32)
         return self._cache[name]
 
+    def computed(self, name: str, compute: FeatureFn) -> np.ndarray:
+        """A feature that needs state the registry cannot hold (a member's own network), computed
+        once per bank by ``compute`` on the uint8 images and shared like the registered ones."""
+        if name not in self._cache:
+            parts = [compute(self.images[i:i + CHUNK]) for i in range(0, len(self.images), CHUNK)]
+            self._cache[name] = np.concatenate(parts).astype(np.float32)
+        return self._cache[name]
+
     def stack(self, names: tuple[str, ...]) -> np.ndarray:
         return np.concatenate([self.get(name) for name in names], axis=1)
 

@@ -60,23 +60,27 @@ class Member(ABC):
 
 
 _MEMBERS: dict[str, type[Member]] = {}
+_OPT_IN: set[str] = set()
 M = TypeVar("M", bound=type[Member])
 
 
-def register_member(name: str) -> Callable[[M], M]:
+def register_member(name: str, default: bool = True) -> Callable[[M], M]:
+    """``default=False``: an opt-in member, fitted only when ``--members`` names it."""
     def decorate(cls: M) -> M:
         if name in _MEMBERS:
             raise DuplicateName(f"ensemble member {name!r} is already registered by {_MEMBERS[name].__qualname__}")
         cls.name = name
         _MEMBERS[name] = cls
+        if not default:
+            _OPT_IN.add(name)
         return cls
 
     return decorate
 
 
-def member_names() -> list[str]:
-    """All members in the model card's order (registration order)."""
-    return list(_MEMBERS)
+def member_names(opt_in: bool = False) -> list[str]:
+    """The default members in the model card's order (registration order); ``opt_in``: every member."""
+    return [name for name in _MEMBERS if opt_in or name not in _OPT_IN]
 
 
 def member_class(name: str) -> type[Member]:
