@@ -18,9 +18,9 @@ from worker.detectors import load_detector
 from worker.detectors.ensemble import member_names, parse_members
 from worker.detectors.ensemble.detector import MEMBERS_DIR
 from worker.detectors.ensemble.features import FeatureBank
-from worker.detectors.ensemble.fitting import FitOptions, fit_ensemble
 from worker.detectors.ensemble.lite_knn import BACKBONE_FILE, backbone_config
 from worker.detectors.photo_crops import PhotoCropsNet
+from worker.lab.ensemble.fitting import FitOptions, fit_ensemble
 
 pytestmark = pytest.mark.model
 SIZE = 64  # the 32-px scenes doubled: the Lite head then sees a 2x2 map
