@@ -113,16 +113,12 @@ def set_inference_threads(settings: Settings, need: InputNeed) -> int:
     model is the bill, and the decode threads mostly wait on it), one thread for smaller inputs:
     a 32 px CNN spends more on synchronising threads than computing, and splitting it makes the
     decode threads that are the bill of such a scan wait for cores (measured in bench_scan).
-    Half the CPUs for a full-resolution need: every photo is then decoded whole, which costs as
-    much as its crops' inference, so the decode threads need the other half (with every CPU the
-    two oversubscribe the cores; measured in bench_photo_default).
     Only when torch is loaded: a provenance-only worker never imports it."""
     torch = sys.modules.get("torch")
     if torch is None:
         return 0
     wanted = settings.inference_threads or (
-        1 if need.kind == "size" and need.side < SMALL_INPUT_SIDE else
-        max(1, available_cpus() // 2) if need.kind == "full" else available_cpus())
+        1 if need.kind == "size" and need.side < SMALL_INPUT_SIDE else available_cpus())
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted

@@ -134,7 +134,7 @@ def test_intra_op_threads_follow_the_setting_or_the_size_of_the_network():
     try:
         assert set_inference_threads(load_settings(), InputNeed("size", 32)) == 1 == torch.get_num_threads()
         assert set_inference_threads(load_settings(), InputNeed("size", 224)) == available_cpus()
-        assert set_inference_threads(load_settings(), FULL_RESOLUTION) == max(1, available_cpus() // 2)
+        assert set_inference_threads(load_settings(), FULL_RESOLUTION) == available_cpus()
         assert set_inference_threads(load_settings(inference_threads=3), InputNeed("size", 32)) == 3
     finally:
         torch.set_num_threads(before)
