@@ -14,8 +14,9 @@ passes over the same folder, each in a child process with a fresh home (see
   speed change), so a change is measured against its parent in the same run;
 - with ``--inference-threads N ...``: also this tree's default scan with that many torch threads.
 
-Every scan runs ``--rounds`` times, interleaved (A B C A B C), and the best round of each is
-reported: on a shared machine the least disturbed run is the closest to the scan's own cost.
+Every scan runs ``--rounds`` times, interleaved and rotated (A B C, B C A, ...), and the best
+round of each is reported: on a shared machine the least disturbed run is the closest to the
+scan's own cost.
 Prints photos/s of each scan (over the time its batches ran, without the model load, and end to
 end) and the ratios against the release's default scan; the target is default/release >= 0.5.
 
@@ -75,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             runs[label] = (REPO, None)
             variants[label] = {**PROVENANCE_ON, "FAKESCAN_INFERENCE_THREADS": str(threads)}
         scans: dict[str, list[dict[str, float]]] = {label: [] for label in runs}
+        labels = list(runs)
         for round_number in range(args.rounds):  # interleaved, so a change in the machine's load hits every scan
-            for number, (label, (tree, detector)) in enumerate(runs.items()):
+            start = round_number % len(labels)  # and rotated: no scan always runs first
+            for number, label in enumerate(labels[start:] + labels[:start]):
+                tree, detector = runs[label]
                 home = scratch / f"home-{round_number}-{number}"
                 scans[label].append(scan_rate(tree, archive, detector, home, variants[label]))
         report(scans, baseline)
