@@ -1,16 +1,17 @@
 """What a worker process does to keep its resident memory near what it uses.
 
-Measured with ``/proc/self/smaps`` in ``tests/benchmarks/bench_scan.py --rss-breakdown`` (report:
-docs/results/2026-12-01-worker-memory-prefetch.md):
+Measured with ``/proc/self/smaps`` (``tests/benchmarks/bench_scan.py`` splits each scan's peak RSS
+by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
 
-- **free heap handed back between batches**: glibc keeps memory a batch freed (decoded images,
-  fetched bytes, activations) in its arenas, one per thread that allocated; ``malloc_trim``
-  returns the free pages to the kernel, so an idle worker, or the next batch's peak, does not
-  carry the last one's;
+- **free heap handed back after each batch**: glibc keeps what a batch freed (activations,
+  fetched bytes) in its heaps for reuse; ``malloc_trim`` returns the free pages to the kernel, so
+  a worker waiting for its next batch holds what it uses, not its last batch's high-water mark
+  (after one SigLIP-base forward of 16 images: 535 MB anonymous, 437 MB trimmed). It does not
+  lower the peak inside a batch;
 - **no Triton on a CPU worker**: transformers' image processors import torchvision, which imports
-  ``torch._dynamo``, which loads Triton's compiler library (about 80 MB resident) whenever the
-  package is installed. A CPU worker never compiles a kernel, so it marks Triton absent before
-  the first detector loads (``FAKESCAN_DEVICE=cpu`` only; CUDA workers keep it).
+  ``torch._dynamo``, which loads Triton's compiler library (72 MB resident) whenever the package
+  is installed. A CPU worker never compiles a kernel, so it marks Triton absent before the first
+  detector loads (``FAKESCAN_DEVICE=cpu`` only; CUDA workers keep it).
 """
 
 from __future__ import annotations

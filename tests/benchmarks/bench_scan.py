@@ -25,8 +25,8 @@ What it does, all in one run:
   model alone, measured again next to it), an int8 scan against it, against the fp32 naive loop
   and the fp32 scan, and the score change int8 vs fp32 (``--no-int8`` skips them);
   ``torch.compile`` of the model alone (``--compile``), decode:inference thread splits
-  (``--threads 1:2 2:1``) and a scan without the next-batch read-ahead (``--read-ahead``) as
-  extra scans;
+  (``--threads 1:2 2:1``), a scan without the next-batch read-ahead (``--read-ahead``) and scans
+  with other settings (``--variant FAKESCAN_INFERENCE_CHUNK=8``) as extra scans;
 - memory of every scan: peak RSS (VmHWM), split by what is mapped at the peak (``/proc/self/smaps``):
   the safetensors weights, the CUDA libraries, other libraries and anonymous memory; the peak
   anonymous RSS and the RSS right after ``import torch``. Every row carries the load average.
@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--read-ahead", action="store_true",
                         help="also scan SigLIP-base without the next-batch read-ahead (FAKESCAN_READ_AHEAD=false)")
+    parser.add_argument("--variant", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="also scan SigLIP-base with this setting, e.g. FAKESCAN_INFERENCE_CHUNK=8")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows (CPU)")
     parser.add_argument("--no-cnn", action="store_true", help="skip the compact CNN scans")
     parser.add_argument("--no-score-change", action="store_true", help="skip the score-change checks")
@@ -178,6 +180,11 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
                           {**env, "FAKESCAN_READ_AHEAD": "false"})
         rows.append(("  SigLIP scan without the next-batch read-ahead", f"{alone['rate']:.2f} img/s: read-ahead "
                      f"{scan['rate'] / alone['rate']:.2f}x; {memory(alone)}"))
+    for variant in args.variant:
+        name, _, value = variant.partition("=")
+        other = scan_rate(REPO, photos_dir, str(checkpoint), scratch / f"home-{name}-{value}", {**env, name: value})
+        rows.append((f"  SigLIP scan with {name}={value}", f"{other['rate']:.2f} img/s = "
+                     f"{other['rate'] / scan['rate']:.2f}x the default; {memory(other)}"))
     if args.device == "cpu" and not args.no_int8:
         rows += int8_rows(checkpoint, photos_dir, len(paths), scratch, env, naive, scan)
     if not args.no_cnn:
