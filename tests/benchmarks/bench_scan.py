@@ -180,9 +180,9 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
                           {**env, "FAKESCAN_READ_AHEAD": "false"})
         rows.append(("  SigLIP scan without the next-batch read-ahead", f"{alone['rate']:.2f} img/s: read-ahead "
                      f"{scan['rate'] / alone['rate']:.2f}x; {memory(alone)}"))
-    for variant in args.variant:
+    for number, variant in enumerate(args.variant):
         name, _, value = variant.partition("=")
-        other = scan_rate(REPO, photos_dir, str(checkpoint), scratch / f"home-{name}-{value}", {**env, name: value})
+        other = scan_rate(REPO, photos_dir, str(checkpoint), scratch / f"home-variant-{number}", {**env, name: value})
         rows.append((f"  SigLIP scan with {name}={value}", f"{other['rate']:.2f} img/s = "
                      f"{other['rate'] / scan['rate']:.2f}x the default; {memory(other)}"))
     if args.device == "cpu" and not args.no_int8:
