@@ -88,7 +88,7 @@ def _warm_imports(**_: Any) -> None:
     """
     from worker.memory import skip_triton_on_cpu
 
-    skip_triton_on_cpu(load_settings().resolved_device())  # before torch: see worker/memory.py
+    skip_triton_on_cpu(worker_settings().resolved_device())  # before torch: see worker/memory.py
     started = time.perf_counter()
     import torch  # noqa: F401
     from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: F401
