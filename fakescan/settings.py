@@ -50,6 +50,7 @@ class Settings(BaseSettings):
         None, gt=0, description="torch intra-op threads; unset: the CPUs, or 1 for networks under 128 px")
     inference_chunk: int = Field(16, gt=0, description="images per model call; the next chunk decodes meanwhile")
     gpu_decode: bool = Field(False, description="CUDA workers: decode JPEGs on the GPU (nvJPEG), batched")
+    read_ahead: bool = Field(True, description="embedded scans: fetch the next batch while this one is scored")
     # provenance (metadata, no pixels) runs first in every scan unless a scan opts out
     detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["provenance", "default"])
     scan_provenance: bool = Field(True, description="false: scans run only the detectors named, without provenance")

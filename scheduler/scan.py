@@ -164,9 +164,13 @@ class _ScanRun:
         return batches
 
     def _dispatch(self, batches: list[list[int]]) -> None:
-        for number, object_ids in enumerate(batches, start=self.counts.batches + 1):
+        first = self.counts.batches + 1
+        expect = getattr(self.dispatch, "expect", None)  # a dispatcher that runs batches itself reads ahead
+        for number, object_ids in enumerate(batches, start=first):
             self.counts.batches = number
             self.counts.enqueued += len(object_ids)
+            if expect is not None and number - first + 1 < len(batches):
+                expect(self.scan_id, number + 1, batches[number - first + 1])
             self.dispatch(self.scan_id, number, object_ids)
         self._report()
 

@@ -9,8 +9,9 @@ about the infrastructure: :class:`InfrastructureFault` propagates and the task r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -67,6 +68,39 @@ def fetch_one(item: "BatchObject", settings: Settings, cache: "ProcessCache",
     if data is not None and not data:  # decided here, so every detector stores the same reason
         data, error = None, EMPTY_REASON
     return FetchedObject(item, data, error, time.perf_counter() - started, complete)
+
+
+@dataclass
+class FetchedAhead:
+    """A batch whose objects were fetched before it ran (``worker.prefetch``): futures by object."""
+
+    scan_id: int
+    batch: int
+    object_ids: frozenset[int]
+    head_bytes: int | None
+    futures: dict["BatchObject", Future[FetchedObject]] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        """Drop the fetches nobody will use (those already running finish and are forgotten)."""
+        for future in self.futures.values():
+            future.cancel()
+        self.futures.clear()
+
+
+def fetch_all(objects: Sequence["BatchObject"], settings: Settings, cache: "ProcessCache", head_bytes: int | None,
+              ahead: FetchedAhead | None = None) -> list[Future[FetchedObject]]:
+    """Every object's fetch, running in the process's fetch threads: the one fetched ahead when it
+    read the same object the same way (same row: key, store, fingerprint; same head), else a new one.
+
+    A fetch fetched ahead carries its own outcome: bad input is its row, a fault raises when this
+    batch reads it, so a prefetched object's failure is always its own batch's."""
+    reuse = ahead.futures if ahead is not None and ahead.head_bytes == head_bytes else {}
+    pool = cache.fetch_pool()
+    futures = [reuse.pop(item) if item in reuse else pool.submit(fetch_one, item, settings, cache, head_bytes)
+               for item in objects]
+    if ahead is not None:
+        ahead.discard()  # objects no longer in the batch (deleted, or not items of the scan any more)
+    return futures
 
 
 def rest_of(item: "BatchObject", settings: Settings, cache: "ProcessCache") -> Callable[[], bytes]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 from PIL import Image
 
@@ -131,16 +131,17 @@ def uses_device_decode(enabled: bool, device: str, detectors: Sequence[Any]) -> 
             and all(callable(getattr(detector, "prepare_tensor", None)) for detector in detectors))
 
 
-def device_decoded_chunks(fetches: Sequence[Any], detectors: Sequence[Any], device: str, max_pixels: int,
-                          fetch_pool: Any, chunk: int, keep_bytes: bool) -> Generator[list["Decoded"], None, None]:
+def device_decoded_chunks(futures: Sequence[Any], detectors: Sequence[Any], device: str, max_pixels: int,
+                          chunk: int, keep_bytes: bool,
+                          on_decoded: Callable[[], None] | None = None) -> Generator[list["Decoded"], None, None]:
     """:func:`worker.stream.decoded_chunks` for device decoding: a chunk's bytes decoded in one batch
     on ``device``, each detector's input prepared there (``prepare_tensor``), CPU fallbacks with
-    ``prepare``. Fetches run ahead in the fetch threads; device memory is bounded by the chunk."""
+    ``prepare``. ``futures`` are the fetches, running ahead in the fetch threads; device memory is
+    bounded by the chunk. ``on_decoded`` is called once the last chunk is decoded, before it is scored."""
     from dataclasses import replace
 
     from worker.stream import Decoded
 
-    futures = [fetch_pool.submit(fetch) for fetch in fetches]
     for start in range(0, len(futures), chunk):
         fetched = [future.result() for future in futures[start:start + chunk]]
         readable = [item for item in fetched if item.error is None]
@@ -158,6 +159,8 @@ def device_decoded_chunks(fetches: Sequence[Any], detectors: Sequence[Any], devi
             one = decoded.get(id(item)) or Decoded(item)
             one.seconds = seconds if item.error is None else 0.0
             out.append(one if keep_bytes else replace(one, fetched=replace(one.fetched, data=None)))
+        if on_decoded is not None and start + chunk >= len(futures):
+            on_decoded()
         yield out
 
 

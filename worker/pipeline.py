@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Callable, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,7 +38,7 @@ from fakescan.db.verdicts import record_batch_verdicts
 from fakescan.settings import Settings
 from worker.cache import ProcessCache, set_inference_threads
 from worker.detectors import Detector, InputNeed, Prediction, Sample
-from worker.fetch import FetchedObject, InfrastructureFault, fetch_one, rest_of
+from worker.fetch import FetchedAhead, FetchedObject, InfrastructureFault, fetch_all, rest_of
 from worker.gpu_decode import device_decoded_chunks, uses_device_decode
 from worker.metrics import STAGES, observe_batch
 from worker.stream import Decoded, PrepareFailed, decoded_chunks
@@ -84,8 +83,12 @@ class BatchReport:
 
 
 def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: int, object_ids: Sequence[int],
-                  cache: ProcessCache, batch: int = 0) -> BatchReport:
-    """Score one batch of a scan with every detector of the scan and commit the rows; idempotent."""
+                  cache: ProcessCache, batch: int = 0, ahead: FetchedAhead | None = None,
+                  on_decoded: Callable[[], None] | None = None) -> BatchReport:
+    """Score one batch of a scan with every detector of the scan and commit the rows; idempotent.
+
+    ``ahead``: this batch's objects as fetched before it ran (``worker.prefetch``); ``on_decoded``
+    is called once every object of the batch is decoded (the next batch's fetch starts there)."""
     batch_started = time.perf_counter()
     report = BatchReport(scan_id, batch, len(object_ids))
     refs, objects = load_batch(session_factory, scan_id, object_ids)
@@ -95,7 +98,7 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
         return report
     log.info("scan %s batch %s: started, %d objects", scan_id, batch, len(objects))
     detectors = [cache.detector(ref) for ref in refs]  # loaded before the clock: not inference time
-    rows = score(detectors, objects, settings, cache, report)
+    rows = score(detectors, objects, settings, cache, report, ahead, on_decoded)
     started = time.perf_counter()
     with session_factory.begin() as session:
         written = write_batch(session, scan_id, rows)
@@ -123,7 +126,8 @@ def detector_ref(entry: dict[str, str]) -> DetectorRef:
 
 
 def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], settings: Settings, cache: ProcessCache,
-          report: BatchReport) -> list[dict[str, Any]]:
+          report: BatchReport, ahead: FetchedAhead | None = None,
+          on_decoded: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Result rows for every (object, detector) pair, fetching, decoding and scoring overlapped (worker.stream).
 
     Metadata detectors (input need ``none``) read the fetched bytes; pixel detectors share one
@@ -132,17 +136,16 @@ def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], setting
     metadata = [detector for detector in detectors if detector.decode_need().kind == "none"]
     pixel = [detector for detector in detectors if detector.decode_need().kind != "none"]
     need = InputNeed.largest(detector.decode_need() for detector in pixel)
-    head = head_bytes(metadata) if not pixel else None
     set_inference_threads(settings, need)
-    fetches = [partial(fetch_one, item, settings, cache, head) for item in objects]
+    fetches = fetch_all(objects, settings, cache, fetch_head(detectors), ahead)
     device = settings.resolved_device()
     if uses_device_decode(settings.gpu_decode, device, pixel):
-        chunks = device_decoded_chunks(fetches, pixel, device, settings.max_image_pixels, cache.fetch_pool(),
-                                       settings.inference_chunk, keep_bytes=bool(metadata))
+        chunks = device_decoded_chunks(fetches, pixel, device, settings.max_image_pixels,
+                                       settings.inference_chunk, keep_bytes=bool(metadata), on_decoded=on_decoded)
     else:
-        chunks = decoded_chunks(fetches, pixel, need, settings.max_image_pixels,
-                                (cache.fetch_pool(), cache.decode_pool()), cache.pixel_budget(),
-                                settings.inference_chunk, keep_bytes=bool(metadata))
+        chunks = decoded_chunks(fetches, pixel, need, settings.max_image_pixels, cache.decode_pool(),
+                                cache.pixel_budget(), settings.inference_chunk, keep_bytes=bool(metadata),
+                                on_decoded=on_decoded)
     rows: list[dict[str, Any]] = []
     fetch_seconds = 0.0
     with closing(chunks):
@@ -151,6 +154,13 @@ def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], setting
             rows += score_chunk(metadata, pixel, chunk, settings, cache, report)
     report.stage_seconds["fetch"] = fetch_seconds / max(1, min(settings.fetch_concurrency, len(objects)))
     return rows
+
+
+def fetch_head(detectors: Sequence[Detector]) -> int | None:
+    """How much of each object a batch reads first: all of it (None) when a detector needs pixels."""
+    if any(detector.decode_need().kind != "none" for detector in detectors):
+        return None
+    return head_bytes(detectors)
 
 
 def head_bytes(metadata: Sequence[Detector]) -> int | None:

@@ -128,11 +128,15 @@ def _prepared(detector: Detector, image: Any, uri: str) -> Any:
         return PrepareFailed(error)
 
 
-def decoded_chunks(fetches: Sequence[Callable[[], FetchedObject]], detectors: Sequence[Detector],
-                   need: InputNeed, max_pixels: int, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
-                   budget: PixelBudget, chunk: int, keep_bytes: bool) -> Generator[list[Decoded], None, None]:
+def decoded_chunks(fetches: Sequence[Future[FetchedObject]], detectors: Sequence[Detector],
+                   need: InputNeed, max_pixels: int, decode_pool: ThreadPoolExecutor, budget: PixelBudget,
+                   chunk: int, keep_bytes: bool,
+                   on_decoded: Callable[[], None] | None = None) -> Generator[list[Decoded], None, None]:
     """Chunks of decoded objects in the order they finish decoding, decoding ahead of the consumer
-    within a bounded window.
+    within a bounded window. ``fetches`` are the objects' fetches, already running in the fetch
+    threads; ``on_decoded`` is called once every object is decoded, before the last chunks are
+    handed over (the pipeline starts fetching the next batch then: its bytes do not pile up on
+    this batch's, and they arrive while this batch's last chunks are scored).
 
     A chunk comes early when decoding waits for pixels that finished objects hold (else it would
     wait for ever: taking objects as they finish, not in input order, means every held pixel is
@@ -140,8 +144,7 @@ def decoded_chunks(fetches: Sequence[Callable[[], FetchedObject]], detectors: Se
     consumer asks for the next one; whatever is still in flight when the consumer stops (an
     exception) is drained and released.
     """
-    fetch_pool, decode_pool = pools
-    fetched_futures = [fetch_pool.submit(fetch) for fetch in fetches]
+    fetched_futures = list(fetches)
     pending: set[Future[Decoded]] = set()
     ready: list[Decoded] = []
     window = 2 * chunk
@@ -160,6 +163,9 @@ def decoded_chunks(fetches: Sequence[Callable[[], FetchedObject]], detectors: Se
             done, _ = wait(pending, timeout=BUDGET_POLL_SECONDS, return_when=FIRST_COMPLETED)
             pending -= done
             ready += [future.result() for future in done]
+            if on_decoded is not None and submitted == len(fetched_futures) and not pending:
+                on_decoded()
+                on_decoded = None
             if len(ready) >= chunk:
                 yield from _handed_over(ready[:chunk], ready, budget)
             elif not done and budget.waiting and any(item.held_pixels for item in ready):

@@ -32,6 +32,7 @@ from fakescan.queue import SCAN_BATCH_TASK
 from fakescan.settings import Settings
 from worker.delivery import BatchLease, record_delivery
 from worker.fetch import InfrastructureFault
+from worker.memory import release_free_memory
 from worker.pipeline import BatchReport, process_batch
 from worker.runtime import WorkerRuntime, process_runtime, worker_settings
 
@@ -71,6 +72,7 @@ def _run(runtime: WorkerRuntime, scan_id: int, object_ids: list[int], batch: int
     started = time.monotonic()
     with _lease(settings, scan_id, batch, eager=eager):
         report = process_batch(settings, runtime.sessions, scan_id, object_ids, runtime.cache, batch)
+    release_free_memory()  # the batch's freed heap back to the kernel before the next one (worker/memory.py)
     _warn_if_over_budget(settings, scan_id, batch, time.monotonic() - started)
     return report_fields(report)
 

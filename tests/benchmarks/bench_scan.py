@@ -21,9 +21,15 @@ What it does, all in one run:
   with ``git archive`` to a temporary folder), so "today's code" is measured in the same run;
 - the score change of scaled decoding (DCT scaling / reduce) against a full decode, per detector,
   on the generated photos and on ``--real-photos DIR`` when given (JPEGs of real photos);
-- int8 dynamic quantisation (``FAKESCAN_PRECISION=int8``): model-alone images/s and score change;
-  ``torch.compile`` of the model alone (``--compile``) and decode:inference thread splits
-  (``--threads 1:2 2:1``) as extra scans.
+- int8 dynamic quantisation (``FAKESCAN_PRECISION=int8``): the int8 model alone (beside the fp32
+  model alone, measured again next to it), an int8 scan against it, against the fp32 naive loop
+  and the fp32 scan, and the score change int8 vs fp32 (``--no-int8`` skips them);
+  ``torch.compile`` of the model alone (``--compile``), decode:inference thread splits
+  (``--threads 1:2 2:1``), a scan without the next-batch read-ahead (``--read-ahead``) and scans
+  with other settings (``--variant FAKESCAN_INFERENCE_CHUNK=8``) as extra scans;
+- memory of every scan: peak RSS (VmHWM), split by what is mapped at the peak (``/proc/self/smaps``):
+  the safetensors weights, the CUDA libraries, other libraries and anonymous memory; the peak
+  anonymous RSS and the RSS right after ``import torch``. Every row carries the load average.
 
 Prints one table; every ratio is between figures of this run. Not a test: pytest does not collect it.
 On a CUDA machine: ``--device cuda --precision bf16 --gpu-decode`` produces the same table there.
@@ -49,16 +55,38 @@ SIGLIP_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers
 # Runs inside the child: a plain `fakescan scan` (any version of the code), timed, with the model
 # load taken from the worker's own log line and the peak RSS of the process.
 CHILD = r"""
-import json, logging, sys, threading, time
+import json, logging, re, sys, threading, time
 def status():
     lines = (line.split(":", 1) for line in open("/proc/self/status"))
     return {key: int(value.split()[0]) / 1024 for key, value in lines if value.strip().endswith("kB")}
+CUDA = re.compile(r"lib(torch_cuda|c10_cuda|cu|nv)")
+def kind(path):
+    if not path or path.startswith("["):
+        return "anonymous"
+    if path.endswith(".safetensors"):
+        return "weights"
+    name = path.rsplit("/", 1)[-1]
+    return "cuda" if "/nvidia/" in path or CUDA.match(name) else "libraries"
+def breakdown():  # resident MB per kind of mapping, from /proc/self/smaps
+    kinds, current = dict.fromkeys(("weights", "cuda", "libraries", "anonymous"), 0.0), "anonymous"
+    for line in open("/proc/self/smaps"):
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            parts = line.split()
+            current = kind(parts[5] if len(parts) > 5 else "")
+        elif line.startswith("Rss:"):
+            kinds[current] += int(line.split()[1]) / 1024
+    return kinds
 import torch  # the scan imports it anyway; its libraries alone are a large part of a worker's RSS
 torch_rss = status()["VmRSS"]
+torch_kinds = breakdown()
 peak_anon = [0.0]
+peak = [0.0, {}]
 def sample():
     while True:
-        peak_anon[0] = max(peak_anon[0], status()["RssAnon"])
+        now = status()
+        peak_anon[0] = max(peak_anon[0], now["RssAnon"])
+        if now["VmRSS"] > peak[0] + 8:  # the mappings behind the peak RSS (within 8 MB)
+            peak[0], peak[1] = now["VmRSS"], breakdown()
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 records = []
@@ -85,7 +113,7 @@ seconds = time.perf_counter() - started
 # VmHWM, not getrusage: ru_maxrss carries the parent's peak across fork+exec on Linux
 figures = {"code": code, "seconds": seconds, "batch_seconds": batch_seconds[0], "load_seconds": sum(records),
            "max_rss_mb": status()["VmHWM"],
-           "max_anon_mb": peak_anon[0], "torch_rss_mb": torch_rss}
+           "max_anon_mb": peak_anon[0], "torch_rss_mb": torch_rss, "peak_kinds": peak[1], "torch_kinds": torch_kinds}
 print("BENCH " + json.dumps(figures))
 """
 
@@ -108,6 +136,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gpu-decode", action="store_true", help="with --device cuda: also scan with nvJPEG decoding")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--read-ahead", action="store_true",
+                        help="also scan SigLIP-base without the next-batch read-ahead (FAKESCAN_READ_AHEAD=false)")
+    parser.add_argument("--variant", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="also scan SigLIP-base with this setting, e.g. FAKESCAN_INFERENCE_CHUNK=8")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows (CPU)")
+    parser.add_argument("--no-cnn", action="store_true", help="skip the compact CNN scans")
+    parser.add_argument("--no-score-change", action="store_true", help="skip the score-change checks")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fakescan-bench-scan-") as scratch:
         run(args, Path(scratch))
@@ -128,9 +163,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     env = {"FAKESCAN_DEVICE": args.device, "FAKESCAN_PRECISION": args.precision}
 
     model_alone = model_alone_rate(checkpoint, len(paths), args.device, args.precision)
-    rows.append((f"SigLIP-base model alone (random 224x224, batch 32, {args.precision})", f"{model_alone:.2f} img/s"))
+    rows.append((f"SigLIP-base model alone (random 224x224, batch 32, {args.precision})",
+                 f"{model_alone:.2f} img/s ({load()})"))
     naive = naive_loop_rate(checkpoint, paths, scratch / "naive.db", args.device)
-    rows.append(("naive 10-line loop", f"{naive:.2f} img/s"))
+    rows.append(("naive 10-line loop", f"{naive:.2f} img/s ({load()})"))
     scan = scan_rate(REPO, photos_dir, str(checkpoint), scratch / "home-siglip", env)
     rows.append(("fakescan scan, SigLIP-base", f"{scan['rate']:.2f} img/s = {scan['rate'] / model_alone:.2f}x model "
                  f"alone, {scan['rate'] / naive:.2f}x naive; {memory(scan)}"))
@@ -139,13 +175,28 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
                         {**env, "FAKESCAN_GPU_DECODE": "true"})
         rows.append(("fakescan scan, SigLIP-base, JPEGs decoded on the GPU", f"{gpu['rate']:.2f} img/s = "
                      f"{gpu['rate'] / model_alone:.2f}x model alone; peak RSS {gpu['max_rss_mb']:.0f} MB"))
-    cnn = scan_rate(REPO, photos_dir, args.cnn, scratch / "home-cnn", env)
-    rows.append(("fakescan scan, compact CNN", f"{cnn['rate']:.2f} img/s; {memory(cnn)}"))
-    if args.baseline:
+    if args.read_ahead:
+        alone = scan_rate(REPO, photos_dir, str(checkpoint), scratch / "home-siglip-no-read-ahead",
+                          {**env, "FAKESCAN_READ_AHEAD": "false"})
+        rows.append(("  SigLIP scan without the next-batch read-ahead", f"{alone['rate']:.2f} img/s: read-ahead "
+                     f"{scan['rate'] / alone['rate']:.2f}x; {memory(alone)}"))
+    for number, variant in enumerate(args.variant):
+        name, _, value = variant.partition("=")
+        other = scan_rate(REPO, photos_dir, str(checkpoint), scratch / f"home-variant-{number}", {**env, name: value})
+        rows.append((f"  SigLIP scan with {name}={value}", f"{other['rate']:.2f} img/s = "
+                     f"{other['rate'] / scan['rate']:.2f}x the default; {memory(other)}"))
+    if args.device == "cpu" and not args.no_int8:
+        rows += int8_rows(checkpoint, photos_dir, len(paths), scratch, env, naive, scan)
+    if not args.no_cnn:
+        cnn = scan_rate(REPO, photos_dir, args.cnn, scratch / "home-cnn", env)
+        rows.append(("fakescan scan, compact CNN", f"{cnn['rate']:.2f} img/s; {memory(cnn)}"))
+    if args.baseline and not args.no_cnn:
         old_tree = export_revision(args.baseline, scratch / "baseline")
         old_cnn = scan_rate(old_tree, photos_dir, args.cnn, scratch / "home-cnn-old", env)
         rows.append((f"  {args.baseline}: compact CNN", f"{old_cnn['rate']:.2f} img/s -> now "
                      f"{cnn['rate'] / old_cnn['rate']:.1f}x; {memory(old_cnn)}"))
+    if args.baseline:
+        old_tree = export_revision(args.baseline, scratch / "baseline")
         old = scan_rate(old_tree, photos_dir, str(checkpoint), scratch / "home-siglip-old", env)
         rows.append((f"  {args.baseline}: SigLIP-base", f"{old['rate']:.2f} img/s = {old['rate'] / model_alone:.2f}x "
                      f"model alone -> now {scan['rate'] / old['rate']:.2f}x; {memory(old)}"))
@@ -156,9 +207,6 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
                               {**env, **threads})
             rows.append((f"  SigLIP scan, {decode} decode / {inference} inference threads",
                          f"{split['rate']:.2f} img/s = {split['rate'] / scan['rate']:.2f}x the default split"))
-    if args.device == "cpu":
-        int8 = model_alone_rate(checkpoint, len(paths), "cpu", "int8")
-        rows.append(("SigLIP-base model alone, int8 dynamic", f"{int8:.2f} img/s = {int8 / model_alone:.2f}x fp32"))
     if args.compile:
         try:
             compiled, compile_seconds = compiled_rate(checkpoint, len(paths))
@@ -170,16 +218,40 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     if args.large_pngs:
         old_tree = export_revision(args.baseline, scratch / "baseline") if args.baseline else None
         rows += pixel_budget_rows(scratch, args.large_pngs, args.cnn, env, old_tree)
-    rows += score_changes(checkpoint, args.cnn, paths, args.real_photos, args.score_images)
+    if not args.no_score_change:
+        rows += score_changes(checkpoint, args.cnn, paths, args.real_photos, args.score_images)
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
 
 
-def memory(figures: dict[str, float]) -> str:
-    return (f"end to end {figures['end_to_end_rate']:.2f} img/s; peak RSS {figures['max_rss_mb']:.0f} MB "
-            f"(anonymous {figures['max_anon_mb']:.0f} MB; {figures['torch_rss_mb']:.0f} MB after import torch)")
+def load() -> str:
+    """The 1-minute load average now: other work on the machine moves every figure."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def memory(figures: dict[str, Any]) -> str:
+    kinds = figures.get("peak_kinds") or {}
+    where = (f" = weights {kinds['weights']:.0f} + CUDA libraries {kinds['cuda']:.0f} + other libraries "
+             f"{kinds['libraries']:.0f} + anonymous {kinds['anonymous']:.0f}" if kinds else "")
+    return (f"end to end {figures['end_to_end_rate']:.2f} img/s; peak RSS {figures['max_rss_mb']:.0f} MB{where} "
+            f"(peak anonymous {figures['max_anon_mb']:.0f} MB; {figures['torch_rss_mb']:.0f} MB after import torch; "
+            f"load {figures['load']:.1f})")
+
+
+def int8_rows(checkpoint: Path, photos: Path, count: int, scratch: Path, env: dict[str, str], naive: float,
+              fp32_scan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The int8 model alone and an int8 scan (``FAKESCAN_PRECISION=int8``), against the fp32 naive loop."""
+    int8 = model_alone_rate(checkpoint, count, "cpu", "int8")
+    fp32_alone = model_alone_rate(checkpoint, count, "cpu", "fp32")  # again, minutes later: the load moves
+    measured_at = load()
+    scan = scan_rate(REPO, photos, str(checkpoint), scratch / "home-siglip-int8", {**env, "FAKESCAN_PRECISION": "int8"})
+    return [("SigLIP-base model alone, int8 dynamic", f"{int8:.2f} img/s = {int8 / fp32_alone:.2f}x fp32 alone "
+             f"({fp32_alone:.2f} img/s, measured next to it; {measured_at})"),
+            ("fakescan scan, SigLIP-base, int8", f"{scan['rate']:.2f} img/s = {scan['rate'] / int8:.2f}x int8 model "
+             f"alone, {scan['rate'] / naive:.2f}x the fp32 naive loop, {scan['rate'] / fp32_scan['rate']:.2f}x the "
+             f"fp32 scan; {memory(scan)}")]
 
 
 def build_siglip_base(folder: Path) -> Path:
@@ -266,7 +338,7 @@ def naive_loop_rate(checkpoint: Path, paths: list[Path], database: Path, device:
     return rate
 
 
-def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: dict[str, str]) -> dict[str, float]:
+def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: dict[str, str]) -> dict[str, Any]:
     """One embedded ``fakescan scan`` in a child process running the code in ``tree``.
 
     Provenance is off unless ``env`` turns it on; ``detector=None`` scans with that code's
@@ -275,6 +347,7 @@ def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: d
                  "FAKESCAN_LOG_LEVEL": "WARNING", **env, "PYTHONPATH": str(tree), "FAKESCAN_HOME": str(home)}
     child_env.pop("FAKESCAN_DATABASE_URL", None)
     child_env.pop("FAKESCAN_BROKER_URL", None)
+    started_load = os.getloadavg()[0]
     chosen = ["--detector", detector] if detector else []
     result = subprocess.run([sys.executable, "-c", CHILD, "scan", str(photos), *chosen],
                             cwd=tree, env=child_env, capture_output=True, text=True)
@@ -282,6 +355,7 @@ def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: d
     if result.returncode != 0 or not lines:
         raise SystemExit(f"scan in {tree} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     figures = json.loads(lines[-1][len("BENCH "):])
+    figures["load"] = (started_load + os.getloadavg()[0]) / 2  # at its start and its end
     if figures["batch_seconds"] <= figures["load_seconds"]:
         raise SystemExit(f"scan in {tree} ran no batch: does that code know the detector {detector!r}? "
                          "(give a detector folder for an older revision)")

@@ -91,7 +91,8 @@ def test_device_prepared_inputs_score_like_host_prepared_ones(tmp_path):
     objects = [BatchObject(i, f"mem://{i}", "mem://", str(i), "x") for i in range(len(blobs))]
     fetches = [partial(FetchedObject, obj, blob, None, 0.0) for obj, blob in zip(objects, blobs, strict=True)]
     with ThreadPoolExecutor(2) as pool:
-        (chunk,) = list(device_decoded_chunks(fetches, [cnn], "cpu", LIMIT, pool, chunk=8, keep_bytes=False))
+        futures = [pool.submit(fetch) for fetch in fetches]
+        (chunk,) = list(device_decoded_chunks(futures, [cnn], "cpu", LIMIT, chunk=8, keep_bytes=False))
     assert [item.fetched.object.id for item in chunk] == [0, 1, 2, 3] and chunk[0].fetched.data is None
     assert isinstance(chunk[0].inputs[0], torch.Tensor) and isinstance(chunk[3].inputs[0], np.ndarray)
     device_scores = [p.score for p in cnn.predict_inputs([item.inputs[0] for item in chunk])]
