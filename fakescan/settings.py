@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     decode_threads: int | None = Field(None, gt=0, description="decode+preprocess threads; unset: the CPUs")
     inference_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads; unset: the CPUs, or 1 for networks under 128 px")
-    inference_chunk: int = Field(16, gt=0, description="images per model call; the next chunk decodes meanwhile")
+    inference_chunk: int | None = Field(
+        None, gt=0, description="images per model call, the next chunk decoding meanwhile; unset: 8 on CPU, 16 on CUDA")
     gpu_decode: bool = Field(False, description="CUDA workers: decode JPEGs on the GPU (nvJPEG), batched")
     read_ahead: bool = Field(True, description="embedded scans: fetch the next batch while this one is scored")
     # provenance (metadata, no pixels) runs first in every scan unless a scan opts out
@@ -93,6 +94,14 @@ class Settings(BaseSettings):
         import torch  # only the worker asks for "auto"; the scheduler never resolves the device
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_inference_chunk(self, device: str) -> int:
+        """Images per model call: the setting, else 8 on a CPU (an idle 2-core run scanned a SigLIP-base
+        model 1.17x faster with a 115 MB lower peak than with 16: the next chunk's decode overlaps
+        sooner) and 16 on a GPU (unmeasured there; the former default)."""
+        if self.inference_chunk is not None:
+            return self.inference_chunk
+        return 8 if device.startswith("cpu") else 16
 
 
 def available_cpus() -> int:

@@ -139,12 +139,13 @@ def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], setting
     set_inference_threads(settings, need)
     fetches = fetch_all(objects, settings, cache, fetch_head(detectors), ahead)
     device = settings.resolved_device()
+    chunk_size = settings.resolved_inference_chunk(device)
     if uses_device_decode(settings.gpu_decode, device, pixel):
         chunks = device_decoded_chunks(fetches, pixel, device, settings.max_image_pixels,
-                                       settings.inference_chunk, keep_bytes=bool(metadata), on_decoded=on_decoded)
+                                       chunk_size, keep_bytes=bool(metadata), on_decoded=on_decoded)
     else:
         chunks = decoded_chunks(fetches, pixel, need, settings.max_image_pixels, cache.decode_pool(),
-                                cache.pixel_budget(), settings.inference_chunk, keep_bytes=bool(metadata),
+                                cache.pixel_budget(), chunk_size, keep_bytes=bool(metadata),
                                 on_decoded=on_decoded)
     rows: list[dict[str, Any]] = []
     fetch_seconds = 0.0

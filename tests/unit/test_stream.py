@@ -138,3 +138,35 @@ def test_intra_op_threads_follow_the_setting_or_the_size_of_the_network():
         assert set_inference_threads(load_settings(inference_threads=3), InputNeed("size", 32)) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_model_calls_take_8_images_on_a_cpu_unless_set(tmp_path, monkeypatch):
+    from fakescan.settings import load_settings
+
+    assert load_settings().resolved_inference_chunk("cpu") == 8
+    assert load_settings().resolved_inference_chunk("cuda:0") == 16
+    assert load_settings(inference_chunk=3).resolved_inference_chunk("cuda") == 3
+
+    import worker.pipeline
+
+    chunk_sizes: list[int] = []
+    chunked = worker.pipeline.decoded_chunks
+
+    def recording(*args, **kwargs):
+        for chunk in chunked(*args, **kwargs):
+            chunk_sizes.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(worker.pipeline, "decoded_chunks", recording)
+    files = {f"{index:02}.png": photo(40, 40, seed=index, fmt="PNG") for index in range(20)}
+    for setting, expected in ((None, [8, 8, 4]), (16, [16, 4])):
+        (tmp_path / f"s{setting}").mkdir()
+        root = scan_folder(tmp_path / f"s{setting}", files)
+        chunk_sizes.clear()
+        runtime = make_runtime(inference_chunk=setting, device="cpu")
+        bright = detector_folder(tmp_path / f"d{setting}", "bright")
+        scan_id, ids = create_scan(runtime, root, [bright], sorted(p.name for p in root.iterdir()))
+        process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+        assert chunk_sizes == expected
+        stored = results(runtime)
+        assert len(stored) == 20 and all(row.status == "ok" for row in stored.values())
