@@ -23,6 +23,8 @@ from fakescan.storage import ObjectInfo
 
 _CONTENT_COLUMNS = ("store", "key", "etag", "size", "content_hash", "last_modified", "fingerprint", "updated_at")
 _LISTED_COLUMNS = ("uri", "store", "key", "etag", "size", "content_hash", "last_modified", "fingerprint")
+# a listed object whose stored row differs in one of these is rewritten; otherwise it is left alone
+_CHANGED_COLUMNS = ("fingerprint", "last_modified", "store")
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,7 @@ def record_listed(session: Session, infos: Sequence[ObjectInfo],
     if session.get_bind().dialect.name != "postgresql":
         upserted = upsert_objects(session, infos)
         return upserted, prior_results(session, list(upserted.values()), detectors)
-    rows = [{"uri": info.uri, "store": info.store, "key": info.key, "etag": info.etag, "size": info.size,
-             "content_hash": info.content_hash, "last_modified": info.last_modified,
-             "fingerprint": info.fingerprint} for info in infos]
+    rows = [_listed_row(info) for info in infos]
     found = session.execute(_chunk_statement(), {
         "rows": json_rows(rows), "now": utcnow(), "names": [name for name, _ in detectors],
         "versions": [version for _, version in detectors]})
@@ -73,16 +73,15 @@ def _chunk_statement() -> TextClause:
     record = recordset_columns(StoredObject.__table__, _LISTED_COLUMNS)
     columns = ", ".join(_LISTED_COLUMNS)
     updated = ", ".join(f"{name} = excluded.{name}" for name in _CONTENT_COLUMNS)
-    changed_columns = ("fingerprint", "last_modified", "store")
-    changed = " OR ".join(f"objects.{name} IS DISTINCT FROM excluded.{name}" for name in changed_columns)
-    differs = " OR ".join(f"stored.{name} IS DISTINCT FROM incoming.{name}" for name in changed_columns)
+    changed = " OR ".join(f"objects.{name} IS DISTINCT FROM excluded.{name}" for name in _CHANGED_COLUMNS)
+    differs = " OR ".join(f"stored.{name} IS DISTINCT FROM incoming.{name}" for name in _CHANGED_COLUMNS)
     return text(f"""
         WITH incoming AS (
             SELECT * FROM jsonb_to_recordset(:rows) AS incoming({record})
         ), known AS (
             SELECT incoming.uri, stored.id, stored.id IS NULL OR {differs} AS changed
             FROM incoming LEFT JOIN LATERAL (
-                SELECT objects.id, {", ".join(f"objects.{name}" for name in changed_columns)}
+                SELECT objects.id, {", ".join(f"objects.{name}" for name in _CHANGED_COLUMNS)}
                 FROM objects WHERE objects.uri = incoming.uri LIMIT 1  -- unique; LIMIT keeps it a probe
             ) AS stored ON true
         ), upserted AS (
@@ -125,20 +124,16 @@ def upsert_objects(session: Session, infos: Sequence[ObjectInfo]) -> dict[str, i
     return _select_listed(session, [info.uri for info in infos], ())[0]
 
 
+def _listed_row(info: ObjectInfo) -> dict[str, Any]:
+    return {name: getattr(info, name) for name in _LISTED_COLUMNS}
+
+
 def _object_row(info: ObjectInfo, now: Any) -> dict[str, Any]:
-    return {
-        "uri": info.uri, "store": info.store, "key": info.key, "etag": info.etag, "size": info.size,
-        "content_hash": info.content_hash, "last_modified": info.last_modified,
-        "fingerprint": info.fingerprint, "first_seen": now, "updated_at": now,
-    }
+    return {**_listed_row(info), "first_seen": now, "updated_at": now}
 
 
 def _changed(excluded: Any) -> Any:
-    return or_(
-        StoredObject.fingerprint.is_distinct_from(excluded.fingerprint),
-        StoredObject.last_modified.is_distinct_from(excluded.last_modified),
-        StoredObject.store.is_distinct_from(excluded.store),
-    )
+    return or_(*(getattr(StoredObject, name).is_distinct_from(getattr(excluded, name)) for name in _CHANGED_COLUMNS))
 
 
 def prior_results(session: Session, object_ids: Sequence[int],
