@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 from fakescan.errors import DetectorError, UsageError
+from worker.detectors.base import Preprocessing
 from worker.detectors.ensemble.classical import SklearnMember
 from worker.detectors.ensemble.features import FeatureBank
 from worker.detectors.ensemble.members import FitContext, register_member
 from worker.detectors.ensemble.neural import load_state, save_state
 from worker.detectors.photo_crops import LITE_MEAN, LITE_STD, StageStatistics
+from worker.detectors.torch_classifier import normalise, read_weights
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
@@ -55,8 +57,6 @@ def backbone_config(source: str, settings: Settings) -> dict[str, Any]:
 
 def backbone_from_detector(folder: Path, architecture: str) -> StageStatistics:
     """The head-statistics network with the backbone weights of a photo-crops detector's ``model.safetensors``."""
-    from worker.detectors.torch_classifier import read_weights
-
     prefix = "features.backbone."
     state = {key[len(prefix):]: value for key, value in read_weights(folder / "model.safetensors").items()
              if key.startswith(prefix)}
@@ -87,13 +87,11 @@ class LiteNearestNeighbours(SklearnMember):
     def head_statistics(self, images: np.ndarray) -> np.ndarray:
         if self.network is None:
             raise DetectorError("lite-knn has no backbone: fit or load it first")
-        mean = torch.tensor(LITE_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(LITE_STD).view(1, 3, 1, 1)
+        preprocessing = Preprocessing(images.shape[1:3], LITE_MEAN, LITE_STD)
         found = []
         for start in range(0, len(images), PASS):
-            pixels = torch.from_numpy(np.ascontiguousarray(images[start:start + PASS])).permute(0, 3, 1, 2)
-            batch = ((pixels.float() / 255.0 - mean) / std).to(self.device)
-            found.append(self.network(batch).float().cpu().numpy())
+            pixels = torch.from_numpy(np.ascontiguousarray(images[start:start + PASS])).to(self.device)
+            found.append(self.network(normalise(pixels, preprocessing)).float().cpu().numpy())
         return np.concatenate(found).astype(np.float32)
 
     def build(self, context: FitContext, n_samples: int) -> Any:
