@@ -115,11 +115,7 @@ def mark_failed(session: Session, scan_id: int, error: str) -> None:
 
 
 def add_items(session: Session, scan_id: int, batch: int, object_ids: Sequence[int]) -> None:
-    now = utcnow()
-    insert_rows(session, ScanItem.__table__, [
-        {"scan_id": scan_id, "object_id": object_id, "batch": batch, "state": "queued", "updated_at": now}
-        for object_id in object_ids
-    ])
+    add_batches(session, scan_id, batch, [object_ids])
 
 
 def add_batches(session: Session, scan_id: int, first_batch: int, batches: Sequence[Sequence[int]]) -> None:
