@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     results.add_argument("--status", choices=RESULT_STATUSES, help="ok rows or error rows only")
     results.add_argument("--format", choices=RESULT_FORMATS,
                          help="default: table on a terminal, jsonl when piped")
-    results.add_argument("--limit", type=int, metavar="N", help="at most N rows, oldest first")
+    results.add_argument("--limit", type=int, metavar="N", help="at most N rows, first-listed objects first")
     results.set_defaults(handler=list_results)
 
     detectors = subparsers.add_parser("detectors", help="list detector families and named detectors")

@@ -174,7 +174,7 @@ def results_of(session: Session, object_ids: Sequence[int],
                Result.verdict, Result.parts, Result.evidence, Result.error, Result.timings, Result.scan_id,
                Result.scanned_at)
         .where(Result.object_id.in_(sorted(set(object_ids))))
-        .order_by(Result.object_id, Result.detector, Result.scanned_at, Result.id)
+        .order_by(Result.object_id, Result.detector, Result.scanned_at, Result.detector_version)
     )
     if detectors is not None:
         statement = statement.where(same_detectors(detectors))

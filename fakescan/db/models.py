@@ -79,17 +79,18 @@ class StoredObject(Base):
 
 
 class Result(Base):
-    __tablename__ = "results"
-    __table_args__ = (
-        UniqueConstraint("object_id", "detector", "detector_version", name="uq_results_identity"),
-        Index("ix_results_scan", "scan_id"),
-        Index("ix_results_verdict_score", "verdict", "score"),
-    )
+    """One detector version's result on one object, keyed by that identity (migration 0005).
 
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"))
-    detector: Mapped[str] = mapped_column(String(128))
-    detector_version: Mapped[str] = mapped_column(String(128))
+    No other index: each one is paid by every row a worker writes, and with none on the columns
+    a re-scan changes, PostgreSQL rewrites a row in place on its page (fillfactor leaves room).
+    """
+
+    __tablename__ = "results"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 80}},)
+
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"), primary_key=True)
+    detector: Mapped[str] = mapped_column(String(128), primary_key=True)
+    detector_version: Mapped[str] = mapped_column(String(128), primary_key=True)
     scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
     fingerprint: Mapped[str] = mapped_column(String(160))  # the content this row scored
     status: Mapped[str] = mapped_column(String(8))  # ok | error

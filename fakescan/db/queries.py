@@ -35,7 +35,8 @@ class ResultQuery:
 
 
 def iter_results(session: Session, query: ResultQuery) -> Iterator[dict[str, Any]]:
-    """Matching results as dicts with RESULT_FIELDS, oldest row first."""
+    """Matching results as dicts with RESULT_FIELDS, in key order: objects in the order they were
+    first listed, each object's rows by detector and version."""
     statement = results_statement(session, query).execution_options(yield_per=FETCH_ROWS)
     for row in session.execute(statement):
         record = dict(zip(RESULT_FIELDS, row, strict=True))
@@ -61,7 +62,7 @@ def results_statement(session: Session, query: ResultQuery) -> Select[*tuple[Any
         select(StoredObject.uri, Result.detector, Result.detector_version, Result.score, Result.verdict,
                Result.status, Result.error, Result.scanned_at, Result.parts, Result.scan_id)
         .join(StoredObject, StoredObject.id == Result.object_id)
-        .order_by(Result.id)
+        .order_by(Result.object_id, Result.detector, Result.detector_version)  # the primary key
     )
     if query.scan_id is not None:
         statement = _of_scan(session, statement, query.scan_id)
@@ -113,11 +114,13 @@ def scan_outcomes_by_detector(session: Session, scan_id: int) -> dict[tuple[str,
     """(detector, status, verdict) -> count over the result rows this scan wrote.
 
     Rows of earlier scans for the same objects (still there until this scan rewrites them, e.g.
-    while ``--wait-timeout`` gives up early on a ``--rescan``) are not this scan's outcomes.
+    while ``--wait-timeout`` gives up early on a ``--rescan``) are not this scan's outcomes. The
+    scan's items lead (results have no index on ``scan_id``: each row written would pay for it).
     """
     scan = scans.get_scan(session, scan_id)
     rows = session.execute(
         select(Result.detector, Result.status, Result.verdict, func.count())
+        .join(ScanItem, and_(ScanItem.object_id == Result.object_id, ScanItem.scan_id == scan.id))
         .where(Result.scan_id == scan.id, same_detectors(scan.detectors))
         .group_by(Result.detector, Result.status, Result.verdict)
     )

@@ -86,7 +86,7 @@ def _stored_results(session: Session, object_ids: Sequence[int],
         select(Result.object_id, Result.detector, Result.detector_version, Result.status, Result.score,
                Result.evidence, Result.error)
         .where(Result.object_id.in_(sorted(set(object_ids))))
-        .order_by(Result.object_id, Result.scanned_at, Result.id)
+        .order_by(Result.object_id, Result.scanned_at, Result.detector_version)
     )
     if detectors is not None:
         statement = statement.where(same_detectors(detectors))
@@ -123,7 +123,10 @@ def verdict_counts(session: Session, policy_version: str, scan_id: int | None = 
     statement = select(Verdict.verdict, func.count()).where(Verdict.policy_version == policy_version)
     if scan_id is not None:
         scans.get_scan(session, scan_id)  # UsageError when there is no such scan
-        statement = statement.where(Verdict.object_id.in_(select(Result.object_id).where(Result.scan_id == scan_id)))
+        written = (select(Result.object_id)  # through the scan's items: results have no index on scan_id
+                   .join(ScanItem, and_(ScanItem.object_id == Result.object_id, ScanItem.scan_id == scan_id))
+                   .where(Result.scan_id == scan_id))
+        statement = statement.where(Verdict.object_id.in_(written))
     return {found: count for found, count in session.execute(statement.group_by(Verdict.verdict))}
 
 

@@ -8,8 +8,10 @@ tests do). Prints, for one run:
 - a batch of ``--objects`` objects x 3 detectors (768 rows at the default) written as a worker
   writes it: ``fakescan.db.results.write_batch`` in one transaction, ``--repeat`` batches of new
   rows (inserts, a first scan), then one batch ``--repeat`` times again (updates: a redelivered
-  batch, or a re-scan), then the same with the combined verdicts the worker records in the same
-  transaction; rows/s each (mean over the batches), and the statements per batch;
+  batch), then the same with the combined verdicts the worker records in the same transaction,
+  then every batch of new rows once more under a second scan (a re-scan: each row rewritten once,
+  its ``scan_id`` changes); rows/s each (mean over the batches), the statements per batch, and the WAL
+  written per row (``pg_current_wal_lsn()`` before and after: what a durable commit flushes);
 - with ``--baseline REV``: the same with the code of git revision ``REV`` (exported with ``git
   archive``), in alternating child processes (``--rounds`` each, medians), each on a fresh
   database of the same server, and the ratio this code / ``REV``.
@@ -30,7 +32,7 @@ from typing import Any
 DETECTORS = (("provenance", "provenance", "1.0.0"), ("default", "compact-cnn", "1"),
              ("siglip2-ft", "siglip2", "siglip2-abc"))
 FIGURES = (("first", "new rows (inserts)"), ("updates", "re-written (upsert updates)"),
-           ("verdicts", "re-written + combined verdicts"))
+           ("verdicts", "re-written + combined verdicts"), ("rescan", "re-scanned (new scan, rows once)"))
 
 
 def main() -> None:
@@ -86,15 +88,20 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> N
         if baseline:
             line += f"   {args.baseline}: {baseline[key]:9.0f} rows/s   = {found[THIS_CODE][key] / baseline[key]:.2f}x"
         print(line)
-    line = f"  {'statements per batch (rows only)':32} {found[THIS_CODE]['statements']:9.0f}"
-    if baseline:
-        line += f"   {args.baseline}: {baseline['statements']:9.0f}"
-    print(line)
+    for key, label, unit in (("statements", "statements per batch (rows only)", ""),
+                             ("wal_first", "WAL per new row", " bytes"),
+                             ("wal_updates", "WAL per re-written row", " bytes")):
+        if key not in found[THIS_CODE]:
+            continue
+        line = f"  {label:32} {found[THIS_CODE][key]:9.0f}{unit}"
+        if baseline:
+            line += f"   {args.baseline}: {baseline[key]:9.0f}{unit}"
+        print(line)
 
 
 def measure(url: str, objects: int, repeat: int) -> dict[str, float]:
     """Runs in a child process, with the code under test first on the path."""
-    from sqlalchemy import event
+    from sqlalchemy import event, text
 
     from fakescan.db import migrate, scans
     from fakescan.db.engine import make_engine, make_sessionmaker
@@ -133,24 +140,36 @@ def measure(url: str, objects: int, repeat: int) -> dict[str, float]:
         statements = [0]
         event.listen(engine, "before_cursor_execute", lambda *_: statements.__setitem__(0, statements[0] + 1))
 
-        def timed(seed: int, verdicts: bool, ids: list[int] = batches[0]) -> float:
+        def timed(seed: int, verdicts: bool, ids: list[int] = batches[0], scan: int = scan_id) -> float:
             batch = results(seed, ids)
             started = time.perf_counter()
             with sessions.begin() as session:
-                written = write_batch(session, scan_id, batch)
+                written = write_batch(session, scan, batch)
                 if verdicts:
-                    record_batch_verdicts(session, scan_id, written, settings)
+                    record_batch_verdicts(session, scan, written, settings)
             return time.perf_counter() - started
 
+        def wal_position() -> int:
+            with engine.connect() as connection:
+                return int(connection.scalar(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")))
+
         count = objects * len(DETECTORS)
+        wal = [wal_position()]
         inserts = sum(timed(0, verdicts=False, ids=ids) for ids in batches[1:])
+        wal.append(wal_position())
         statements[0] = 0
         updates = sum(timed(seed, verdicts=False) for seed in range(1, repeat + 1))
         per_batch = statements[0] / repeat
+        wal.append(wal_position())
         with_verdicts = sum(timed(seed, verdicts=True) for seed in range(1, repeat + 1))
+        with sessions.begin() as session:
+            rescan_id = scans.create_scan(session, "file:///bench", entries, {})
+            scans.add_batches(session, rescan_id, 1, batches[1:])
+        rescans = sum(timed(repeat + 1, verdicts=False, ids=ids, scan=rescan_id) for ids in batches[1:])
         engine.dispose()
     return {"first": count * repeat / inserts, "updates": count * repeat / updates,
-            "verdicts": count * repeat / with_verdicts, "statements": per_batch}
+            "verdicts": count * repeat / with_verdicts, "rescan": count * repeat / rescans, "statements": per_batch,
+            "wal_first": (wal[1] - wal[0]) / (count * repeat), "wal_updates": (wal[2] - wal[1]) / (count * repeat)}
 
 
 if __name__ == "__main__":

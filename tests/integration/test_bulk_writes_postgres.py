@@ -150,7 +150,7 @@ def test_a_redelivered_batch_rewrites_its_rows_in_place_in_one_results_statement
     with sessions.begin() as session:
         write_batch(session, scan_id, batch_rows(ids, 0.5))
     with sessions() as session:
-        first = dict(session.execute(select(Result.id, Result.object_id).where(Result.object_id.in_(ids))).all())
+        first = identities(session, ids)
     statements: list[str] = []
     engine = sessions.kw["bind"]
     listener = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
@@ -163,11 +163,18 @@ def test_a_redelivered_batch_rewrites_its_rows_in_place_in_one_results_statement
     assert sum("INSERT INTO results" in statement for statement in statements) == 1
     assert len(statements) == 3  # the batch, the scan's row lock, the completion check
     with sessions() as session:
-        again = dict(session.execute(select(Result.id, Result.object_id).where(Result.object_id.in_(ids))).all())
+        again = identities(session, ids)
         scores = set(session.scalars(select(Result.score).where(Result.object_id.in_(ids), Result.status == "ok")))
     assert again == first and scores == {0.9}
     _, items, state = stored(sessions, scan_id, ids)
     assert set(items.values()) == {"done", "error"} and state == "running"  # listing not finished yet
+
+
+def identities(session, ids):
+    """The rows' keys and how many rows there are (the key is the primary key: no duplicate can exist)."""
+    keys = session.execute(select(Result.object_id, Result.detector, Result.detector_version)
+                           .where(Result.object_id.in_(ids))).all()
+    return sorted(keys), len(keys)
 
 
 def test_rows_of_a_deleted_scan_are_dropped(sessions):

@@ -88,7 +88,7 @@ def test_a_given_up_batch_holds_nightly_back_and_bad_input_does_not(archive: Any
     assert f"fakescan: scan {scan_id} failed: batch 4 gave up after 2 attempts: InfrastructureFault" in err
     with sessions() as session:
         assert scans.item_counts(session, scan_id) == {"done": 5, "error": 1, "given-up": 2}
-        poison_rows = session.scalars(select(Result.id).join(StoredObject, StoredObject.id == Result.object_id)
+        poison_rows = session.scalars(select(Result.object_id).join(StoredObject, StoredObject.id == Result.object_id)
                                       .where(StoredObject.key == POISON)).all()
     assert poison_rows == [], "a cut-off transfer is never stored as a verdict on the object"
     assert proxy.injected["truncate"] == 2  # one per attempt
