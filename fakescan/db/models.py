@@ -121,8 +121,6 @@ class Verdict(Base):
 
     __tablename__ = "verdicts"
     __table_args__ = (
-        UniqueConstraint("object_id", "policy_version", name="uq_verdicts_identity"),
-        Index("ix_verdicts_policy_verdict", "policy_version", "verdict"),
         # keyset pages of the API's object listing (migration 0004): by score or time, with or
         # without a verdict filter; object_id breaks ties so every row has one place in the order
         Index("ix_verdicts_listing_score", "policy_version", "verdict", "score", "object_id"),
@@ -131,9 +129,10 @@ class Verdict(Base):
         Index("ix_verdicts_listing_any_time", "policy_version", "decided_at", "object_id"),
     )
 
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"))
-    policy_version: Mapped[str] = mapped_column(String(160))  # "<policy name>-<hash of its parameters>"
+    # keyed by its identity (migration 0005): no surrogate id, one index fewer for each verdict written
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"), primary_key=True)
+    # "<policy name>-<hash of its parameters>"
+    policy_version: Mapped[str] = mapped_column(String(160), primary_key=True)
     verdict: Mapped[str | None] = mapped_column(String(16))  # fake | real | uncertain | NULL: nothing judged it
     score: Mapped[float | None] = mapped_column(Float)
     explanation: Mapped[dict[str, Any]] = mapped_column(JsonType)  # the rule and evidence that decided
