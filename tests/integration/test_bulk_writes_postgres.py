@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, event, func, select, text
 
 from fakescan.db import migrate, scans
 from fakescan.db.engine import make_engine, make_sessionmaker
@@ -279,3 +279,19 @@ def test_items_and_totals_of_a_chunk_in_one_statement(sessions):
     assert [tuple(item) for item in items] == [(object_ids[0], 3, "queued"), (object_ids[1], 3, "queued")] + [
         (object_id, 4, "queued") for object_id in object_ids[2:]]
     assert (scan.listed, scan.enqueued, scan.skipped) == (9, 5, 4)
+
+
+def test_json_nulls_are_stored_as_sql_nulls(sessions):
+    """The rows travel as JSON arrays: a missing value of a JSON column is SQL NULL, not JSON null."""
+    scan_id, ids = new_scan(sessions, 6)
+    rows = batch_rows(ids, 0.1)
+    with sessions.begin() as session:
+        write_batch(session, scan_id, rows)
+    with sessions() as session:
+        nulls = session.execute(select(func.count().filter(Result.parts.is_(None)),
+                                       func.count().filter(Result.evidence.is_(None)),
+                                       func.count().filter(Result.error.is_(None)))).one()
+        scores = set(session.scalars(select(Result.score).where(Result.score.is_not(None))))
+    expected = (sum(row["parts"] is None for row in rows), sum(row["evidence"] is None for row in rows),
+                sum(row["error"] is None for row in rows))
+    assert tuple(nulls) == expected and expected[0] > 0 and scores == {0.1}
