@@ -143,9 +143,9 @@ def test_a_redelivered_batch_rewrites_the_same_rows(archive, tmp_path):
     pixels = detector_folder(tmp_path / "detectors", "bright")
     scan_id, ids = create_scan(runtime, archive, [pixels], all_keys(archive))
     process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
-    first = {key: (row.id, row.scanned_at) for key, row in results(runtime).items()}
+    first = {key: ((row.object_id, row.detector_version), row.scanned_at) for key, row in results(runtime).items()}
     process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
-    second = {key: (row.id, row.scanned_at) for key, row in results(runtime).items()}
+    second = {key: ((row.object_id, row.detector_version), row.scanned_at) for key, row in results(runtime).items()}
     assert first.keys() == second.keys()
     assert all(first[key][0] == second[key][0] and first[key][1] <= second[key][1] for key in first)
     with runtime.sessions() as session:
