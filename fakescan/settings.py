@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         None, gt=0, description="torch intra-op threads; unset: the CPUs, or 1 for networks under 128 px")
     inference_chunk: int | None = Field(
         None, gt=0, description="images per model call, the next chunk decoding meanwhile; unset: 8 on CPU, 16 on CUDA")
+    malloc_mmap_threshold: int = Field(
+        1024 * 1024, ge=0, le=32 * 1024 * 1024,
+        description="workers: heap blocks of this many bytes or more get their own mapping (glibc mallopt); "
+        "0: glibc's dynamic default")
     gpu_decode: bool = Field(False, description="CUDA workers: decode JPEGs on the GPU (nvJPEG), batched")
     read_ahead: bool = Field(True, description="embedded scans: fetch the next batch while this one is scored")
     # provenance (metadata, no pixels) runs first in every scan unless a scan opts out

@@ -86,9 +86,9 @@ def _warm_imports(**_: Any) -> None:
     visibility timeout, and prefork children would each pay it instead of sharing the pages.
     Importing starts no threads and touches no GPU, so forking afterwards is safe.
     """
-    from worker.memory import skip_triton_on_cpu
+    from worker.memory import prepare_worker_process
 
-    skip_triton_on_cpu(worker_settings().resolved_device())  # before torch: see worker/memory.py
+    prepare_worker_process(worker_settings())  # before torch: see worker/memory.py
     started = time.perf_counter()
     import torch  # noqa: F401
     from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: F401

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -87,20 +88,56 @@ class FetchedAhead:
         self.futures.clear()
 
 
+class FetchWindow:
+    """A batch's fetches in order, each started at most ``ahead`` fetches before it is taken.
+
+    The bytes a batch holds stay bounded whatever its size: ``ahead`` objects fetched and not yet
+    taken, plus those taken and not yet decoded (the decode window, ``worker.stream``); the window
+    forgets each fetch it hands over, so an object's bytes go as soon as its decode drops them.
+    An item is a running fetch (read ahead, ``worker.prefetch``) or a function that starts one."""
+
+    def __init__(self, items: Sequence["Future[FetchedObject] | Callable[[], Future[FetchedObject]]"],
+                 ahead: int) -> None:
+        self._items: list[Any] = list(items)
+        self._ahead = max(1, ahead)
+        self._taken = 0
+        self._start_up_to(self._ahead)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self) -> Future[FetchedObject]:
+        """The next object's fetch (IndexError past the last); starts the fetches up to ``ahead`` beyond it."""
+        self._start_up_to(self._taken + 1 + self._ahead)
+        future, self._items[self._taken] = self._items[self._taken], None
+        self._taken += 1
+        return cast("Future[FetchedObject]", future)
+
+    def take_all(self) -> list[Future[FetchedObject]]:
+        return [self.take() for _ in range(len(self) - self._taken)]
+
+    def _start_up_to(self, end: int) -> None:
+        for index in range(self._taken, min(end, len(self._items))):
+            item = self._items[index]
+            if not isinstance(item, Future):
+                self._items[index] = item()
+
+
 def fetch_all(objects: Sequence["BatchObject"], settings: Settings, cache: "ProcessCache", head_bytes: int | None,
-              ahead: FetchedAhead | None = None) -> list[Future[FetchedObject]]:
-    """Every object's fetch, running in the process's fetch threads: the one fetched ahead when it
-    read the same object the same way (same row: key, store, fingerprint; same head), else a new one.
+              ahead: FetchedAhead | None = None) -> FetchWindow:
+    """Every object's fetch, in the process's fetch threads, ``fetch_concurrency`` ahead of the
+    decoding (:class:`FetchWindow`): the one fetched ahead when it read the same object the same way
+    (same row: key, store, fingerprint; same head), else a new one.
 
     A fetch fetched ahead carries its own outcome: bad input is its row, a fault raises when this
     batch reads it, so a prefetched object's failure is always its own batch's."""
     reuse = ahead.futures if ahead is not None and ahead.head_bytes == head_bytes else {}
     pool = cache.fetch_pool()
-    futures = [reuse.pop(item) if item in reuse else pool.submit(fetch_one, item, settings, cache, head_bytes)
-               for item in objects]
+    items = [reuse.pop(item) if item in reuse else partial(pool.submit, fetch_one, item, settings, cache, head_bytes)
+             for item in objects]
     if ahead is not None:
         ahead.discard()  # objects no longer in the batch (deleted, or not items of the scan any more)
-    return futures
+    return FetchWindow(items, settings.fetch_concurrency)
 
 
 def rest_of(item: "BatchObject", settings: Settings, cache: "ProcessCache") -> Callable[[], bytes]:

@@ -29,6 +29,7 @@ from fakescan.decode import DecodeError, decode_image
 if TYPE_CHECKING:  # torch is imported where a device decode runs, not by every worker that imports this
     import torch
 
+    from worker.fetch import FetchWindow
     from worker.stream import Decoded
 
 SOF_DEVICE = {0xC0, 0xC1}  # baseline, extended sequential Huffman
@@ -131,19 +132,22 @@ def uses_device_decode(enabled: bool, device: str, detectors: Sequence[Any]) -> 
             and all(callable(getattr(detector, "prepare_tensor", None)) for detector in detectors))
 
 
-def device_decoded_chunks(futures: Sequence[Any], detectors: Sequence[Any], device: str, max_pixels: int,
-                          chunk: int, keep_bytes: bool,
+def device_decoded_chunks(futures: "FetchWindow | Sequence[Any]", detectors: Sequence[Any], device: str,
+                          max_pixels: int, chunk: int, keep_bytes: bool,
                           on_decoded: Callable[[], None] | None = None) -> Generator[list["Decoded"], None, None]:
     """:func:`worker.stream.decoded_chunks` for device decoding: a chunk's bytes decoded in one batch
     on ``device``, each detector's input prepared there (``prepare_tensor``), CPU fallbacks with
-    ``prepare``. ``futures`` are the fetches, running ahead in the fetch threads; device memory is
+    ``prepare``. ``futures`` are the fetches (see ``decoded_chunks``); device memory is
     bounded by the chunk. ``on_decoded`` is called once the last chunk is decoded, before it is scored."""
     from dataclasses import replace
 
-    from worker.stream import Decoded
+    from worker.stream import Decoded, as_window
 
-    for start in range(0, len(futures), chunk):
-        fetched = [future.result() for future in futures[start:start + chunk]]
+    window = as_window(futures)
+    del futures  # the window forgets each fetch it hands over
+    total = len(window)
+    for start in range(0, total, chunk):
+        fetched = [window.take().result() for _ in range(min(chunk, total - start))]
         readable = [item for item in fetched if item.error is None]
         started = time.perf_counter()
         images = decode_batch([item.data or b"" for item in readable], device, max_pixels)
@@ -159,7 +163,8 @@ def device_decoded_chunks(futures: Sequence[Any], detectors: Sequence[Any], devi
             one = decoded.get(id(item)) or Decoded(item)
             one.seconds = seconds if item.error is None else 0.0
             out.append(one if keep_bytes else replace(one, fetched=replace(one.fetched, data=None)))
-        if on_decoded is not None and start + chunk >= len(futures):
+        del fetched, readable, images, decoded  # the chunk's bytes and full images, while it is scored
+        if on_decoded is not None and start + chunk >= total:
             on_decoded()
         yield out
 

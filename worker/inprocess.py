@@ -11,7 +11,7 @@ import logging
 from typing import Sequence
 
 from fakescan.settings import Settings
-from worker.memory import release_free_memory, skip_triton_on_cpu
+from worker.memory import prepare_worker_process, release_free_memory
 from worker.pipeline import BatchReport, process_batch
 from worker.prefetch import ReadAhead
 from worker.runtime import WorkerRuntime
@@ -23,7 +23,7 @@ class InProcessDispatcher:
     """Callable ``(scan_id, batch_number, object_ids)`` that scores the batch before returning."""
 
     def __init__(self, settings: Settings) -> None:
-        skip_triton_on_cpu(settings.resolved_device())
+        prepare_worker_process(settings)
         self.runtime = WorkerRuntime.build(settings)
         self.reports: list[BatchReport] = []
         self.read_ahead = ReadAhead(settings, self.runtime.sessions, self.runtime.cache)

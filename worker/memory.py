@@ -8,6 +8,13 @@ by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
   a worker waiting for its next batch holds what it uses, not its last batch's high-water mark
   (after one SigLIP-base forward of 16 images: 535 MB anonymous, 437 MB trimmed). It does not
   lower the peak inside a batch;
+- **large blocks mapped on their own**: glibc serves a block of at least ``M_MMAP_THRESHOLD`` with
+  its own mapping, unmapped when freed; smaller ones come from the heap, which keeps freed pages.
+  By default the threshold starts at 128 KiB and rises to the largest block freed so far (up to
+  32 MiB), so after a first forward a model's activations (MBs each) are heap blocks that leave the
+  heap fragmented and its high-water mark above what is in use. A fixed threshold
+  (``FAKESCAN_MALLOC_MMAP_THRESHOLD``, 1 MiB by default) keeps them out of the heap, set with
+  ``mallopt`` when the worker starts (glibc only; see :func:`apply_heap_settings`);
 - **no Triton on a CPU worker**: transformers' image processors import torchvision, which imports
   ``torch._dynamo``, which loads Triton's compiler library (72 MB resident) whenever the package
   is installed. A CPU worker never compiles a kernel, so it marks Triton absent before the first
@@ -21,8 +28,19 @@ import ctypes.util
 import logging
 import sys
 from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fakescan.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def prepare_worker_process(settings: "Settings") -> None:
+    """What a worker process sets before it imports torch (both runners call it): the heap's mmap
+    threshold and, on a CPU worker, no Triton."""
+    apply_heap_settings(settings.malloc_mmap_threshold)
+    skip_triton_on_cpu(settings.resolved_device())
 
 
 @cache
@@ -33,6 +51,23 @@ def _libc() -> ctypes.CDLL | None:
     except OSError:
         return None
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only (not musl)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def apply_heap_settings(mmap_threshold: int) -> bool:
+    """Fix glibc's mmap threshold at ``mmap_threshold`` bytes (0: leave glibc's dynamic default);
+    True when it was set. Fixing it also stops glibc raising the trim threshold with it, so a free
+    heap top over 128 KiB goes back to the kernel as before. Without glibc (musl, macOS) nothing
+    happens."""
+    libc = _libc()
+    if libc is None or mmap_threshold <= 0 or not hasattr(libc, "mallopt"):
+        return False
+    if not libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold):
+        log.warning("mallopt refused an mmap threshold of %d bytes: the heap keeps glibc's defaults", mmap_threshold)
+        return False
+    return True
 
 
 def release_free_memory() -> bool:

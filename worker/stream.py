@@ -3,7 +3,9 @@
 Every object of a batch is fetched at once (the fetch threads), decoded and prepared in the
 decode pool as soon as its bytes arrive, and handed to inference in chunks as it is ready,
 through a bounded window: inference of one chunk runs while the next chunk decodes, and at most
-``2 × chunk`` decoded objects wait. Decoding produces each pixel detector's input at once
+``2 × chunk`` decoded objects wait. The compressed bytes are bounded too: fetches start
+``FAKESCAN_FETCH_CONCURRENCY`` objects ahead of the decoding (``worker.fetch.FetchWindow``) and an
+object's bytes are dropped as soon as it is decoded. Decoding produces each pixel detector's input at once
 (``Detector.prepare``), so the decoded image is released in the decode thread; only a
 detector whose input *is* the image (full resolution) keeps it until its chunk is scored.
 
@@ -23,7 +25,7 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 
 from fakescan.decode import DecodeError, finish_decode, open_image
 from worker.detectors import Detector, InputNeed
-from worker.fetch import FetchedObject
+from worker.fetch import FetchedObject, FetchWindow
 
 log = logging.getLogger(__name__)
 BUDGET_POLL_SECONDS = 0.05
@@ -128,15 +130,22 @@ def _prepared(detector: Detector, image: Any, uri: str) -> Any:
         return PrepareFailed(error)
 
 
-def decoded_chunks(fetches: Sequence[Future[FetchedObject]], detectors: Sequence[Detector],
+def as_window(fetches: FetchWindow | Sequence[Future[FetchedObject]]) -> FetchWindow:
+    """Fetches as a :class:`FetchWindow` (a list of running fetches is one with nothing left to start)."""
+    return fetches if isinstance(fetches, FetchWindow) else FetchWindow(fetches, len(fetches))
+
+
+def decoded_chunks(fetches: FetchWindow | Sequence[Future[FetchedObject]], detectors: Sequence[Detector],
                    need: InputNeed, max_pixels: int, decode_pool: ThreadPoolExecutor, budget: PixelBudget,
                    chunk: int, keep_bytes: bool,
                    on_decoded: Callable[[], None] | None = None) -> Generator[list[Decoded], None, None]:
     """Chunks of decoded objects in the order they finish decoding, decoding ahead of the consumer
-    within a bounded window. ``fetches`` are the objects' fetches, already running in the fetch
-    threads; ``on_decoded`` is called once every object is decoded, before the last chunks are
-    handed over (the pipeline starts fetching the next batch then: its bytes do not pile up on
-    this batch's, and they arrive while this batch's last chunks are scored).
+    within a bounded window. ``fetches`` are the objects' fetches (a :class:`FetchWindow` starting
+    them in the fetch threads a few ahead of the decoding, or running futures); an object's bytes
+    are dropped once it is decoded (unless ``keep_bytes``: a metadata detector reads them).
+    ``on_decoded`` is called once every object is decoded, before the last chunks are handed over
+    (the pipeline starts fetching the next batch then: its bytes do not pile up on this batch's,
+    and they arrive while this batch's last chunks are scored).
 
     A chunk comes early when decoding waits for pixels that finished objects hold (else it would
     wait for ever: taking objects as they finish, not in input order, means every held pixel is
@@ -144,10 +153,12 @@ def decoded_chunks(fetches: Sequence[Future[FetchedObject]], detectors: Sequence
     consumer asks for the next one; whatever is still in flight when the consumer stops (an
     exception) is drained and released.
     """
-    fetched_futures = list(fetches)
+    window = as_window(fetches)
+    del fetches  # the window forgets each fetch it hands over: nothing here may keep them either
+    total = len(window)
     pending: set[Future[Decoded]] = set()
     ready: list[Decoded] = []
-    window = 2 * chunk
+    decode_window = 2 * chunk
 
     def job(future: Future[FetchedObject]) -> Decoded:
         decoded = decode_and_prepare(future.result(), detectors, need, max_pixels, budget)
@@ -155,15 +166,14 @@ def decoded_chunks(fetches: Sequence[Future[FetchedObject]], detectors: Sequence
 
     try:
         submitted = 0
-        while submitted < len(fetched_futures) or pending:
-            while submitted < len(fetched_futures) and len(pending) < window:
-                pending.add(decode_pool.submit(job, fetched_futures[submitted]))
-                fetched_futures[submitted] = None  # type: ignore[call-overload]  # its bytes go with the job
+        while submitted < total or pending:
+            while submitted < total and len(pending) < decode_window:
+                pending.add(decode_pool.submit(job, window.take()))  # its bytes go with the job
                 submitted += 1
             done, _ = wait(pending, timeout=BUDGET_POLL_SECONDS, return_when=FIRST_COMPLETED)
             pending -= done
             ready += [future.result() for future in done]
-            if on_decoded is not None and submitted == len(fetched_futures) and not pending:
+            if on_decoded is not None and submitted == total and not pending:
                 on_decoded()
                 on_decoded = None
             if len(ready) >= chunk:

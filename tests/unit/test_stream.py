@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import threading
 import time
+import weakref
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,13 @@ import pytest
 from PIL import Image
 
 import tests.worker_families  # noqa: F401  (registers the test families)
+import worker.fetch
 from tests.unit.test_pipeline import create_scan, make_runtime, results
+from tests.worker_families import SizedDetector
 from tests.worker_support import detector_folder
 from worker import stream
-from worker.detectors import FULL_RESOLUTION, NO_PIXELS, InputNeed
+from worker.detectors import FULL_RESOLUTION, NO_PIXELS, InputNeed, Prediction
+from worker.fetch import FetchWindow
 from worker.pipeline import process_batch
 from worker.stream import PixelBudget
 
@@ -170,3 +175,56 @@ def test_model_calls_take_8_images_on_a_cpu_unless_set(tmp_path, monkeypatch):
         assert chunk_sizes == expected
         stored = results(runtime)
         assert len(stored) == 20 and all(row.status == "ok" for row in stored.values())
+
+
+def test_a_batch_holds_the_bytes_of_a_bounded_window_of_objects_not_all_of_them(tmp_path, monkeypatch):
+    """Fetched bytes live from the fetch until the object is decoded: at most the fetches started
+    ahead (FAKESCAN_FETCH_CONCURRENCY) plus the decode window (2 x chunk), whatever the batch size."""
+    count, ahead, chunk = 24, 2, 2
+    root = scan_folder(tmp_path, {f"{number}.jpg": photo(64, 48, seed=number) for number in range(count)})
+    alive: set[int] = set()
+    fetched_at_each_call: list[int] = []
+    real_fetch = worker.fetch.fetch_one
+
+    def tracked_fetch(*args, **kwargs):
+        fetched = real_fetch(*args, **kwargs)
+        weakref.finalize(fetched, alive.discard, id(fetched))  # this object is the one holding the bytes
+        alive.add(id(fetched))
+        return fetched
+
+    def counting_predict(detector, inputs):
+        fetched_at_each_call.append(len(alive))
+        return [Prediction(0.5) for _ in inputs]
+
+    monkeypatch.setattr(worker.fetch, "fetch_one", tracked_fetch)
+    monkeypatch.setattr(SizedDetector, "predict_inputs", counting_predict)
+    runtime = make_runtime(fetch_concurrency=ahead, inference_chunk=chunk)
+    sized = detector_folder(tmp_path / "d", "sized", family="test-sized", side=32)
+    keys = [f"{number}.jpg" for number in range(count)]
+    scan_id, ids = create_scan(runtime, root, [sized], keys)
+    report = process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+    assert report.ok == count and len(fetched_at_each_call) >= count // chunk
+    assert max(fetched_at_each_call) <= ahead + 2 * chunk
+    assert not alive  # nothing of the batch's bytes outlives it
+
+
+def test_the_fetch_window_starts_fetches_only_so_far_ahead_of_the_ones_taken():
+    started: list[int] = []
+
+    def starter(number: int):
+        def start() -> Future[int]:
+            started.append(number)
+            future: Future[int] = Future()
+            future.set_result(number)
+            return future
+        return start
+
+    running: Future[int] = Future()  # a fetch read ahead is already running: it is handed over as it is
+    running.set_result(-1)
+    window = FetchWindow([running, *(starter(number) for number in range(1, 6))], ahead=2)
+    assert started == [1] and len(window) == 6
+    assert window.take().result() == -1 and started == [1, 2]
+    assert window.take().result() == 1 and started == [1, 2, 3]
+    assert [future.result() for future in window.take_all()] == [2, 3, 4, 5] and started == [1, 2, 3, 4, 5]
+    with pytest.raises(IndexError):
+        window.take()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from worker.memory import release_free_memory, skip_triton_on_cpu
+import worker.memory
+from fakescan.settings import load_settings
+from worker.memory import apply_heap_settings, release_free_memory, skip_triton_on_cpu
 
 
 def anonymous_mb() -> float:
@@ -54,3 +59,65 @@ def test_a_cpu_worker_imports_no_triton_and_a_cuda_worker_keeps_it(monkeypatch):
 
 def skip_triton_on_cuda_device() -> bool:
     return skip_triton_on_cpu("cuda:0")
+
+
+# Run in a child: mallopt changes the whole process's allocator. A block of 8 MB is freed first, which
+# raises glibc's dynamic threshold above 2 MB; then a 2 MB block is either a mapping of its own (fixed
+# threshold) or a block of the main thread's heap, [heap] in /proc/self/maps (dynamic default).
+OWN_MAPPING_PROBE = r"""
+import ctypes, ctypes.util, sys
+from worker.memory import apply_heap_settings
+applied = apply_heap_settings(int(sys.argv[1]))
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(8 << 20))
+block = libc.malloc(2 << 20)
+in_heap = False
+for line in open("/proc/self/maps"):
+    start, end = (int(part, 16) for part in line.split()[0].split("-"))
+    in_heap = in_heap or (start <= block < end and line.rstrip().endswith("[heap]"))
+print(applied, not in_heap)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt, /proc/self/maps")
+@pytest.mark.parametrize("threshold, expected", [(1 << 20, "True True"), (0, "False False")])
+def test_a_fixed_mmap_threshold_gives_large_blocks_their_own_mapping(threshold, expected):
+    if _glibc() is None:
+        pytest.skip("not glibc")
+    result = subprocess.run([sys.executable, "-c", OWN_MAPPING_PROBE, str(threshold)], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.split() == expected.split()
+
+
+def test_the_heap_settings_are_skipped_without_glibc(monkeypatch):
+    monkeypatch.setattr(worker.memory, "_libc", lambda: None)
+    assert not apply_heap_settings(1 << 20)
+    assert not release_free_memory()
+
+
+def test_the_heap_settings_are_skipped_when_libc_has_no_mallopt(monkeypatch):
+    monkeypatch.setattr(worker.memory, "_libc", lambda: SimpleNamespace(malloc_trim=lambda pad: 1))
+    assert not apply_heap_settings(1 << 20)
+
+
+def test_a_refused_threshold_is_logged_and_reported(monkeypatch, caplog):
+    calls = []
+    libc = SimpleNamespace(malloc_trim=lambda pad: 1, mallopt=lambda parameter, value: calls.append(value) or 0)
+    monkeypatch.setattr(worker.memory, "_libc", lambda: libc)
+    assert not apply_heap_settings(3 << 20)
+    assert calls == [3 << 20] and "refused" in caplog.text
+
+
+def test_a_worker_process_applies_the_threshold_from_its_settings(monkeypatch):
+    applied = []
+    monkeypatch.setattr(worker.memory, "apply_heap_settings", applied.append)
+    monkeypatch.setattr(worker.memory, "skip_triton_on_cpu", lambda device: False)
+    worker.memory.prepare_worker_process(load_settings(malloc_mmap_threshold=4096))
+    worker.memory.prepare_worker_process(load_settings())
+    assert applied == [4096, 1 << 20]
+
+
+def _glibc():
+    return worker.memory._libc()
