@@ -91,7 +91,10 @@ def _warm_imports(**_: Any) -> None:
     prepare_worker_process(worker_settings())  # before torch: see worker/memory.py
     started = time.perf_counter()
     import torch  # noqa: F401
-    from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: F401
+
+    from worker.detectors.hf_classifier import import_transformers
+
+    import_transformers()  # without the packages a scan does not use: see worker/memory.py
 
     log.info("imported torch and transformers in %.1fs", time.perf_counter() - started)
 

@@ -15,6 +15,11 @@ by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
   heap fragmented and its high-water mark above what is in use. A fixed threshold
   (``FAKESCAN_MALLOC_MMAP_THRESHOLD``, 1 MiB by default) keeps them out of the heap, set with
   ``mallopt`` when the worker starts (glibc only; see :func:`apply_heap_settings`);
+- **no optional packages a scan does not use**: transformers imports torchvision (for its
+  torchvision image processors) and scipy (object-detection losses) whenever they are installed;
+  a worker loads checkpoints with their PIL image processors and never computes a loss, so
+  ``worker.detectors.hf_classifier`` imports transformers with both hidden
+  (:func:`hidden_from_imports`); they import again afterwards, for a family that needs them;
 - **no Triton on a CPU worker**: transformers' image processors import torchvision, which imports
   ``torch._dynamo``, which loads Triton's compiler library (72 MB resident) whenever the package
   is installed. A CPU worker never compiles a kernel, so it marks Triton absent before the first
@@ -23,12 +28,13 @@ by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import sys
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
@@ -86,3 +92,19 @@ def skip_triton_on_cpu(device: str) -> bool:
         return False
     sys.modules["triton"] = None  # type: ignore[assignment]  # the import system's "not available" marker
     return True
+
+
+@contextlib.contextmanager
+def hidden_from_imports(names: Sequence[str]) -> Iterator[list[str]]:
+    """Inside, each of ``names`` not imported yet looks not installed: ``import`` raises ImportError
+    and ``importlib.util.find_spec`` answers None. Afterwards they import again (what was imported
+    inside keeps its choice). Yields the names it hid."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not available" marker
+    try:
+        yield hidden
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]

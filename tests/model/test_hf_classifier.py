@@ -39,7 +39,7 @@ def manual_fake_probability(folder: Path, images: list, fake_index: int) -> list
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    inputs = AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")
+    inputs = AutoImageProcessor.from_pretrained(folder, backend="pil")(images=images, return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits
     return logits.softmax(-1)[:, fake_index].tolist()
@@ -170,3 +170,50 @@ def test_half_precision_only_autocasts_on_cuda() -> None:
         warnings.simplefilter("ignore")  # torch warns when the machine has no GPU; the choice is what is tested
         context = autocast("cuda", "bf16")
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+
+
+def test_the_pil_image_processor_scores_like_the_torchvision_one(checkpoint: Path) -> None:
+    """Checkpoints load their PIL image processor (a worker never imports torchvision for it): on
+    images decoded as a scan decodes them, its pixels are within one 8-bit level of the torchvision
+    processor's and the scores within 0.001 (48 generated 2-12 MP photos with a SigLIP-base-sized
+    model: at most 0.00035, docs/results/2026-12-01-worker-memory-prefetch.md)."""
+    from transformers import AutoImageProcessor
+
+    from fakescan.decode import decode_image
+    from tests.benchmarks.photos import jpeg, photo
+
+    detector = load_detector(catalog.resolve(str(checkpoint), load_settings()), load_settings())
+    torchvision_processor = AutoImageProcessor.from_pretrained(checkpoint, local_files_only=True,
+                                                               backend="torchvision")
+    assert type(detector.processor).__name__.endswith("Pil")
+    images = [decode_image(jpeg(photo(640, 480, seed)), 10**8, detector.input_need().side) for seed in range(6)]
+    ours = detector.stacked([detector.prepare(image) for image in images])["pixel_values"]
+    theirs = torchvision_processor(images=images, return_tensors="pt")["pixel_values"]
+    one_level = 1 / 255 / 0.5  # rescaled, then normalised with std 0.5
+    assert (ours - theirs).abs().max().item() <= one_level + 1e-6
+    scores = [p.score for p in detector.predict_inputs([{"pixel_values": row.numpy()} for row in ours])]
+    reference = [p.score for p in detector.predict_inputs([{"pixel_values": row.numpy()} for row in theirs])]
+    assert scores == pytest.approx(reference, abs=1e-3)
+
+
+WORKER_IMPORTS = r"""
+import sys
+import transformers  # a plain import first: transformers caches what it found installed
+from pathlib import Path
+from worker.detectors.hf_classifier import load_checkpoint
+model, processor = load_checkpoint(Path(sys.argv[1]))
+print(type(processor).__name__, "transformers.image_utils" in sys.modules, "scipy" in sys.modules,
+      "torchvision" in sys.modules)
+import torchvision.models  # a family that needs it still imports it
+print(torchvision.models.__name__)
+"""
+
+
+def test_loading_a_checkpoint_imports_neither_torchvision_nor_scipy(checkpoint: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", WORKER_IMPORTS, str(checkpoint)], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.split() == ["SiglipImageProcessorPil", "True", "False", "False",
+                                      "torchvision.models"]

@@ -121,3 +121,18 @@ def test_a_worker_process_applies_the_threshold_from_its_settings(monkeypatch):
 
 def _glibc():
     return worker.memory._libc()
+
+
+def test_hidden_modules_look_not_installed_inside_and_import_again_after():
+    import importlib.util
+
+    name = "json.tool"  # not imported by the test run, and harmless to import
+    if name in sys.modules:
+        pytest.skip(f"{name} was imported earlier in this process")
+    with worker.memory.hidden_from_imports([name, "sys"]) as hidden:
+        assert hidden == [name]  # sys is imported: left alone
+        assert importlib.util.find_spec(name) is None
+        with pytest.raises(ImportError):
+            importlib.import_module(name)
+    assert name not in sys.modules
+    assert importlib.import_module(name).__name__ == name

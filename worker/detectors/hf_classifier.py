@@ -11,6 +11,7 @@ the head has a single logit or the checkpoint was trained multi-label.
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
@@ -22,9 +23,17 @@ from fakescan.errors import DetectorError
 from worker.detectors import register_family
 from worker.detectors.base import FULL_RESOLUTION, Detector, InputNeed, Prediction
 from worker.detectors.device import autocast, place, to_device
+from worker.memory import hidden_from_imports
 
 if TYPE_CHECKING:
     from fakescan.settings import Settings
+
+# Installed packages transformers imports when it finds them and a scan never uses: torchvision (for
+# the torchvision image processors; checkpoints load their PIL one) and scipy (object-detection
+# losses). Kept out of the worker, they save ~45 MB resident (docs/results/2026-12-01-worker-memory-prefetch.md).
+UNUSED_BY_SCANS = ("torchvision", "scipy")
+# transformers' availability checks are cached: the ones to ask again while those are hidden.
+AVAILABILITY_CHECKS = ("is_torchvision_available", "is_torchvision_v2_available", "is_scipy_available")
 
 # Normalised (lower case, "_" and " " as "-") class names that mean AI-generated.
 FAKE_LABEL_NAMES = frozenset({
@@ -98,11 +107,29 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+def import_transformers() -> None:
+    """Import transformers' auto classes; the first time in a process, without ``UNUSED_BY_SCANS``.
+
+    Once its image utilities are imported, transformers has made its choice: nothing to do."""
+    if "transformers.image_utils" in sys.modules:
+        return
+    with hidden_from_imports(UNUSED_BY_SCANS):
+        from transformers.utils import import_utils
+
+        for name in AVAILABILITY_CHECKS:  # answered (and cached) by a plain ``import transformers`` before
+            getattr(getattr(import_utils, name, None), "cache_clear", lambda: None)()
+        import transformers.image_utils  # noqa: F401
+        from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: F401
+
+
 def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, Any]:
     """The classification model (eval mode, CPU) and image processor saved in a local folder.
 
+    The processor is the checkpoint's PIL one (``backend="pil"``), in the worker and the lab
+    alike, whether or not torchvision is installed: the scores the two see are one function.
     ``model_overrides`` go to ``from_pretrained`` (a fine-tuning run replaces the head with them).
     """
+    import_transformers()
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     folder = check_checkpoint_folder(folder)
@@ -110,7 +137,7 @@ def load_checkpoint(folder: Path | None, **model_overrides: Any) -> tuple[Any, A
     try:
         model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                                 **model_overrides)
-        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True, backend="pil")
     except Exception as error:  # transformers and safetensors raise many kinds for a malformed folder
         raise DetectorError(f"cannot load the checkpoint in {folder}: {error}") from None
     return model.eval(), processor
