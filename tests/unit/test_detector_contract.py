@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,21 @@ def test_a_family_without_a_declared_size_is_decoded_at_full_resolution(tmp_path
     settings = load_settings()
     detector = load_detector(resolve(str(detector_folder(tmp_path, "bright")), settings), settings)
     assert detector.decode_need() == FULL_RESOLUTION
+
+
+def test_int8_quantises_in_place_and_keeps_nothing_of_the_fp32_tensors_it_was_given():
+    """The checkpoint's tensors may be a file mapping: nothing of them may stay referenced after
+    quantising (not the biases packed with the int8 weights, not a Linear subclass left in fp32)."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 8), nn.ReLU(),
+                           nn.modules.linear.NonDynamicallyQuantizableLinear(8, 2))
+    given = {tensor.untyped_storage().data_ptr() for tensor in [*module.parameters(), *module.buffers()]}
+    inputs = torch.rand(2, 3, 8, 8)
+    with warnings.catch_warnings():  # torch.ao's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = torch.ao.quantization.quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)(inputs)
+    placed = place(module, "cpu", "int8")
+    assert placed is module  # in place: no second fp32 model while quantising
+    kept = [placed[0].weight, placed[0].bias, placed[4].weight, placed[4].bias, placed[2].bias()]
+    assert not {tensor.untyped_storage().data_ptr() for tensor in kept} & given
+    assert torch.equal(placed(inputs), expected)
