@@ -204,7 +204,8 @@ def test_a_batch_holds_the_bytes_of_a_bounded_window_of_objects_not_all_of_them(
     scan_id, ids = create_scan(runtime, root, [sized], keys)
     report = process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
     assert report.ok == count and len(fetched_at_each_call) >= count // chunk
-    assert max(fetched_at_each_call) <= ahead + 2 * chunk
+    # + one per decode thread: a job's bytes go when its thread drops the job, just after handing its result over
+    assert max(fetched_at_each_call) <= ahead + 2 * chunk + runtime.settings.resolved_decode_threads() < count
     assert not alive  # nothing of the batch's bytes outlives it
 
 
