@@ -20,8 +20,8 @@ by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
   a worker loads checkpoints with their PIL image processors and never computes a loss, so
   ``worker.detectors.hf_classifier`` imports transformers with both hidden
   (:func:`hidden_from_imports`); they import again afterwards, for a family that needs them;
-- **no Triton on a CPU worker**: transformers' image processors import torchvision, which imports
-  ``torch._dynamo``, which loads Triton's compiler library (72 MB resident) whenever the package
+- **no Triton on a CPU worker**: transformers imports ``torch._dynamo`` (its fp8 kernels module;
+  torchvision's ops did too), which loads Triton's compiler library (72 MB resident) whenever the package
   is installed. A CPU worker never compiles a kernel, so it marks Triton absent before the first
   detector loads (``FAKESCAN_DEVICE=cpu`` only; CUDA workers keep it).
 """
