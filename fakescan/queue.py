@@ -3,8 +3,9 @@
 Delivery settings are deliberate (see docs/operations.md, "Delivery guarantees"):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a batch is acknowledged only after its
   results are committed; a worker that dies mid-batch leaves it to be redelivered.
-- ``worker_prefetch_multiplier=1``: a worker holds one batch beyond the one it runs, so a dying
-  worker strands little work and batches spread evenly over the fleet.
+- ``worker_prefetch_multiplier=1``: with late acks a running batch counts against the limit, so a
+  worker process holds only the batch it runs: a dying worker strands one batch and batches
+  spread evenly over the fleet (a threads worker that reads ahead raises it to 2: worker/celery_app.py).
 - ``visibility_timeout``: how long Redis waits before redelivering an unacknowledged batch. It must
   exceed the slowest batch, or a live worker's batch is handed to a second worker (harmless,
   since results are upserts, but wasted GPU time).

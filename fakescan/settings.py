@@ -55,7 +55,8 @@ class Settings(BaseSettings):
         description="workers: heap blocks of this many bytes or more get their own mapping (glibc mallopt); "
         "0: glibc's dynamic default")
     gpu_decode: bool = Field(False, description="CUDA workers: decode JPEGs on the GPU (nvJPEG), batched")
-    read_ahead: bool = Field(True, description="embedded scans: fetch the next batch while this one is scored")
+    read_ahead: bool = Field(True, description="fetch the next batch while this one is scored: embedded scans, "
+                             "and Celery workers on the threads pool with one thread (prefetch multiplier 2)")
     # provenance (metadata, no pixels) runs first in every scan unless a scan opts out
     detectors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["provenance", "default"])
     scan_provenance: bool = Field(True, description="false: scans run only the detectors named, without provenance")

@@ -10,6 +10,10 @@ closed after each response. A :class:`FaultPlan` decides, per request, whether t
 - ``truncate``: relay the upstream's status and headers (its Content-Length included) and then
   only half of the body before an orderly close, as a cut-off transfer through a middlebox looks.
 
+``latency`` (seconds) holds every request that long before it is forwarded or answered: the
+first-byte latency of a real object store, which a local moto server does not have
+(``bench_scan --s3-latency``).
+
 Runs its own asyncio loop in a daemon thread, so synchronous tests and benchmarks can change the
 plan while it serves. Counts every injected fault by kind (``proxy.injected``).
 """
@@ -66,7 +70,8 @@ class FaultPlan:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, latency: float = 0.0) -> None:
+        self.latency = latency
         parsed = urlparse(upstream)
         self.upstream_host, self.upstream_port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.plan = FaultPlan()
@@ -114,6 +119,8 @@ class FaultProxy:
                 return
             method, path, raw = request
             self.requests += 1
+            if self.latency:
+                await asyncio.sleep(self.latency)
             fault = self.plan.choose(method, path)
             if fault is not None:
                 self.injected[fault] += 1

@@ -17,7 +17,7 @@ from fakescan.logs import configure_logging
 from fakescan.queue import make_celery_app
 from fakescan.settings import Settings, load_settings
 from worker import metrics
-from worker.runtime import use_settings, worker_settings
+from worker.runtime import use_read_ahead, use_settings, worker_settings
 
 log = logging.getLogger(__name__)
 POOLS = ("prefork", "solo", "threads")
@@ -62,6 +62,35 @@ def check_pool(pool: str, settings: Settings) -> None:
                          "use --pool solo (one worker per GPU, scale with replicas) or --pool threads")
 
 
+def read_ahead_refusal(settings: Settings, pool: str, concurrency: int | None) -> str | None:
+    """Why a worker with this pool and concurrency does not read the next batch ahead; None when it does.
+
+    Reading ahead needs the batch the worker holds next in the process that runs batches: the
+    threads pool has it (the consumer and the task threads share a process), prefork keeps it in the
+    parent and solo does not receive it while a batch runs. One thread only: with several, the
+    threads already overlap each other's fetches and inference. The held batch waits for the running
+    one with its visibility clock running, so the timeout must cover two batch budgets."""
+    from worker.delivery import visibility_needed
+
+    if not settings.read_ahead:
+        return "FAKESCAN_READ_AHEAD=false"
+    if pool != "threads" or concurrency != 1:
+        return f"the {pool} pool with concurrency {concurrency} (read-ahead needs --pool threads --concurrency 1)"
+    needed = visibility_needed(settings, batches_held=2)
+    if settings.visibility_timeout <= needed:
+        return (f"FAKESCAN_VISIBILITY_TIMEOUT={settings.visibility_timeout}s is not above the longest retry wait "
+                f"plus two batch budgets ({needed}s): a batch held behind the running one could be redelivered "
+                "while it waits")
+    return None
+
+
+def pool_name(pool_cls: Any) -> str:
+    """``prefork``, ``threads``, ``solo`` ... from a pool class or name as Celery hands it over."""
+    module = str(getattr(pool_cls, "__module__", pool_cls))
+    return {"celery.concurrency.prefork": "prefork", "celery.concurrency.thread": "threads",
+            "celery.concurrency.solo": "solo"}.get(module, module.rsplit(".", 1)[-1])
+
+
 @signals.setup_logging.connect
 def _fakescan_logging(loglevel: Any = None, **_: Any) -> None:
     """Celery keeps fakescan's log format (plain or JSON lines) instead of installing its own."""
@@ -76,6 +105,34 @@ def _no_prefork_on_cuda(sender: Any = None, **_: Any) -> None:
     if "prefork" in str(getattr(pool, "__module__", pool)) and worker_settings().resolved_device().startswith("cuda"):
         log.warning("FAKESCAN_DEVICE resolves to CUDA, which does not survive fork: using the solo pool")
         sender.pool_cls = "solo"
+
+
+@signals.worker_init.connect
+def _read_ahead(sender: Any = None, **_: Any) -> None:
+    """Prefetch multiplier 2 and next-batch read-ahead on a threads worker of one thread (else neither).
+
+    Runs after the worker resolved its pool and concurrency (and after ``_no_prefork_on_cuda``),
+    before its consumer reads the prefetch multiplier."""
+    if sender is None:
+        return
+    global _read_ahead_refusal
+    _read_ahead_refusal = read_ahead_refusal(worker_settings(), pool_name(sender.pool_cls), sender.concurrency)
+    use_read_ahead(_read_ahead_refusal is None)
+    if _read_ahead_refusal is None:
+        sender.prefetch_multiplier = 2
+
+
+_read_ahead_refusal: str | None = "this process started no worker"
+
+
+@signals.worker_ready.connect
+def _log_read_ahead(**_: Any) -> None:
+    """Said once logging is set up (``celery -A worker.celery_app worker`` configures it after worker_init)."""
+    if _read_ahead_refusal is None:
+        log.info("read-ahead on: this worker holds one batch beyond the one it runs and fetches its objects "
+                 "while the running batch is scored")
+    else:
+        log.info("read-ahead off: %s", _read_ahead_refusal)
 
 
 @signals.worker_init.connect

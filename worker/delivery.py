@@ -100,9 +100,16 @@ def record_delivery(settings: Settings, scan_id: int, batch: int, retries: int, 
     return delivery
 
 
+def visibility_needed(settings: Settings, batches_held: int = 1) -> int:
+    """Seconds a batch's message may stay unacknowledged: the longest retry wait, plus one batch
+    budget per batch its worker holds (a batch reserved behind a running one waits for it, and
+    Redis counts from the delivery, not from the start)."""
+    return settings.retry_backoff_max + batches_held * settings.batch_budget
+
+
 def check_visibility_timeout(settings: Settings) -> None:
     """Refuse a visibility timeout Redis would hit while a batch still runs or waits for its retry."""
-    needed = settings.retry_backoff_max + settings.batch_budget
+    needed = visibility_needed(settings)
     if settings.visibility_timeout <= needed:
         raise UsageError(
             f"FAKESCAN_VISIBILITY_TIMEOUT={settings.visibility_timeout}s is not above the longest retry wait "

@@ -13,7 +13,6 @@ from typing import Sequence
 from fakescan.settings import Settings
 from worker.memory import prepare_worker_process, release_free_memory
 from worker.pipeline import BatchReport, process_batch
-from worker.prefetch import ReadAhead
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ class InProcessDispatcher:
         prepare_worker_process(settings)
         self.runtime = WorkerRuntime.build(settings)
         self.reports: list[BatchReport] = []
-        self.read_ahead = ReadAhead(settings, self.runtime.sessions, self.runtime.cache)
+        self.read_ahead = self.runtime.read_ahead
         self._next: tuple[int, int, list[int]] | None = None
 
     def expect(self, scan_id: int, batch: int, object_ids: Sequence[int]) -> None:
@@ -37,13 +36,13 @@ class InProcessDispatcher:
         runtime = self.runtime
         ahead = self.read_ahead.take(scan_id, batch, object_ids)
         upcoming, self._next = self._next, None
-        on_decoded = None
+        read_next = None
         if upcoming is not None and upcoming[:2] != (scan_id, batch) and runtime.settings.read_ahead:
-            def on_decoded() -> None:
+            def read_next() -> None:
                 self.read_ahead.start(*upcoming)
         try:
             report = process_batch(runtime.settings, runtime.sessions, scan_id, list(object_ids), runtime.cache,
-                                   batch, ahead=ahead, on_decoded=on_decoded)
+                                   batch, ahead=ahead, read_next=read_next)
         except BaseException:
             self.read_ahead.discard()  # the scan stops here (embedded batches are not retried)
             raise
@@ -51,5 +50,4 @@ class InProcessDispatcher:
         release_free_memory()
 
     def close(self) -> None:
-        self.read_ahead.discard()
         self.runtime.close()

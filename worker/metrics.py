@@ -6,7 +6,9 @@
 - ``fakescan_stage_seconds{stage}``: time per batch in fetch, decode, inference, write;
 - ``fakescan_model_load_seconds{detector}``: building a detector in a worker process;
 - ``fakescan_batch_redeliveries_total``: batches started again for the same attempt (see
-  ``worker/delivery.py``).
+  ``worker/delivery.py``);
+- ``fakescan_objects_fetched_ahead_total``: objects a batch found fetched before it started
+  (next-batch read-ahead, ``worker/prefetch.py``).
 
 A solo or threads pool runs batches in the process that serves the endpoint. A prefork pool
 runs them in child processes: there prometheus_client's multiprocess mode is used, each child
@@ -50,6 +52,8 @@ class _Metrics:
                                        buckets=BATCH_BUCKETS)
         self.redeliveries = Counter("fakescan_batch_redeliveries", "batches started again for the same attempt "
                                     "(worker lost, visibility timeout, reconciler re-enqueue)")
+        self.fetched_ahead = Counter("fakescan_objects_fetched_ahead", "objects a batch found fetched before it "
+                                     "started (next-batch read-ahead)")
         self.model_load_seconds = Histogram("fakescan_model_load_seconds", "seconds to build a detector in a process",
                                             ["detector"], buckets=LOAD_BUCKETS)
         for stage in STAGES:  # every stage's series exists (at zero) before the first batch
@@ -71,12 +75,13 @@ def _get() -> _Metrics:
 
 
 def observe_batch(seconds: float, objects: int, stage_seconds: Mapping[str, float],
-                  rows: Iterable[Mapping[str, Any]]) -> None:
-    """One committed batch: its latency, size, stage times and the rows it wrote."""
+                  rows: Iterable[Mapping[str, Any]], fetched_ahead: int = 0) -> None:
+    """One committed batch: its latency, size, stage times, the rows it wrote and its objects fetched ahead."""
     with _never_fails("batch"):
         metrics = _get()
         metrics.batch_seconds.observe(seconds)
         metrics.batch_objects.observe(objects)
+        metrics.fetched_ahead.inc(fetched_ahead)
         for stage, spent in stage_seconds.items():
             metrics.stage_seconds.labels(stage).observe(spent)
         for row in rows:

@@ -73,22 +73,25 @@ class BatchReport:
     ok: int = 0  # result rows with status ok
     errors: int = 0  # result rows with status error
     error_kinds: Counter[str] = field(default_factory=Counter)  # "corrupt", "not-found", ...
+    fetched_ahead: int = 0  # objects whose fetch was made before the batch started (worker.prefetch)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def summary(self) -> str:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.error_kinds.items()))
         stages = " ".join(f"{stage} {seconds:.2f}s" for stage, seconds in self.stage_seconds.items())
+        ahead = f", {self.fetched_ahead} fetched ahead" if self.fetched_ahead else ""
         return (f"scan {self.scan_id} batch {self.batch}: {self.objects} objects, {self.ok} ok, {self.errors} error"
-                + (f" ({kinds})" if kinds else "") + f", {self.skipped} skipped; {stages}")
+                + (f" ({kinds})" if kinds else "") + f", {self.skipped} skipped{ahead}; {stages}")
 
 
 def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: int, object_ids: Sequence[int],
                   cache: ProcessCache, batch: int = 0, ahead: FetchedAhead | None = None,
-                  on_decoded: Callable[[], None] | None = None) -> BatchReport:
+                  read_next: Callable[[], None] | None = None) -> BatchReport:
     """Score one batch of a scan with every detector of the scan and commit the rows; idempotent.
 
-    ``ahead``: this batch's objects as fetched before it ran (``worker.prefetch``); ``on_decoded``
-    is called once every object of the batch is decoded (the next batch's fetch starts there)."""
+    ``ahead``: this batch's objects as fetched before it ran (``worker.prefetch``); ``read_next``
+    is called once every object of the batch is decoded: the next batch's fetches start there,
+    while this one's last chunks are scored and written."""
     batch_started = time.perf_counter()
     report = BatchReport(scan_id, batch, len(object_ids))
     refs, objects = load_batch(session_factory, scan_id, object_ids)
@@ -98,7 +101,7 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
         return report
     log.info("scan %s batch %s: started, %d objects", scan_id, batch, len(objects))
     detectors = [cache.detector(ref) for ref in refs]  # loaded before the clock: not inference time
-    rows = score(detectors, objects, settings, cache, report, ahead, on_decoded)
+    rows = score(detectors, objects, settings, cache, report, ahead, read_next)
     started = time.perf_counter()
     with session_factory.begin() as session:
         written = write_batch(session, scan_id, rows)
@@ -107,7 +110,7 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
     written_ids = set(written)
     _count(report, rows, written_ids)
     observe_batch(time.perf_counter() - batch_started, report.objects, report.stage_seconds,
-                  [row for row in rows if row["object_id"] in written_ids])
+                  [row for row in rows if row["object_id"] in written_ids], report.fetched_ahead)
     log.info("%s", report.summary())
     return report
 
@@ -127,7 +130,7 @@ def detector_ref(entry: dict[str, str]) -> DetectorRef:
 
 def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], settings: Settings, cache: ProcessCache,
           report: BatchReport, ahead: FetchedAhead | None = None,
-          on_decoded: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+          read_next: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Result rows for every (object, detector) pair, fetching, decoding and scoring overlapped (worker.stream).
 
     Metadata detectors (input need ``none``) read the fetched bytes; pixel detectors share one
@@ -137,16 +140,18 @@ def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], setting
     pixel = [detector for detector in detectors if detector.decode_need().kind != "none"]
     need = InputNeed.largest(detector.decode_need() for detector in pixel)
     set_inference_threads(settings, need)
-    fetches = fetch_all(objects, settings, cache, fetch_head(detectors), ahead)
+    head = fetch_head(detectors)
+    report.fetched_ahead = (sum(1 for item in objects if item in ahead.futures)  # fetch_all reuses these
+                            if ahead is not None and ahead.head_bytes == head else 0)
+    fetches = fetch_all(objects, settings, cache, head, ahead)
     device = settings.resolved_device()
     chunk_size = settings.resolved_inference_chunk(device)
     if uses_device_decode(settings.gpu_decode, device, pixel):
         chunks = device_decoded_chunks(fetches, pixel, device, settings.max_image_pixels,
-                                       chunk_size, keep_bytes=bool(metadata), on_decoded=on_decoded)
+                                       chunk_size, keep_bytes=bool(metadata), on_decoded=read_next)
     else:
         chunks = decoded_chunks(fetches, pixel, need, settings.max_image_pixels, cache.decode_pool(),
-                                cache.pixel_budget(), chunk_size, keep_bytes=bool(metadata),
-                                on_decoded=on_decoded)
+                                cache.pixel_budget(), chunk_size, keep_bytes=bool(metadata), on_decoded=read_next)
     rows: list[dict[str, Any]] = []
     fetch_seconds = 0.0
     with closing(chunks):

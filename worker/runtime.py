@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fakescan.settings import Settings
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # imported when a runtime is built: the Celery app imports th
 
     from fakescan.db.database import Database
     from worker.cache import ProcessCache
+    from worker.prefetch import ReadAhead
 
 
 @dataclass
@@ -30,6 +31,7 @@ class WorkerRuntime:
     database: Database
     cache: ProcessCache
     pid: int
+    _read_ahead: ReadAhead | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerRuntime":
@@ -47,7 +49,18 @@ class WorkerRuntime:
     def sessions(self) -> sessionmaker[Session]:
         return self.database.sessions
 
+    @property
+    def read_ahead(self) -> ReadAhead:
+        """The process's one batch fetched ahead (``worker.prefetch``), made on first use."""
+        if self._read_ahead is None:
+            from worker.prefetch import ReadAhead
+
+            self._read_ahead = ReadAhead(self.settings, self.sessions, self.cache)
+        return self._read_ahead
+
     def close(self) -> None:
+        if self._read_ahead is not None:
+            self._read_ahead.discard()
         self.cache.close()
         self.database.close()
 
@@ -58,6 +71,7 @@ class NoWorkerSettings(RuntimeError):
 
 _settings: Settings | None = None
 _runtime: WorkerRuntime | None = None
+_reads_ahead = False
 _lock = threading.Lock()
 
 
@@ -67,6 +81,16 @@ def use_settings(settings: Settings) -> None:
     forget_process_runtime()
     with _lock:
         _settings = settings
+
+
+def use_read_ahead(on: bool) -> None:
+    """Whether this Celery worker's batches read the next reserved batch ahead (``worker.celery_app``)."""
+    global _reads_ahead
+    _reads_ahead = on
+
+
+def reads_ahead() -> bool:
+    return _reads_ahead
 
 
 def worker_settings() -> Settings:

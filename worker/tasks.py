@@ -15,6 +15,9 @@ Why each option (see also ``fakescan.queue`` for the app-wide delivery settings)
   is a result row.
 - while the batch runs its lease is renewed in Redis, and a second start of the same attempt is
   counted as a redelivery (``worker/delivery.py``).
+- on a worker that reads ahead (threads pool, one thread: ``worker.celery_app``) a batch, once its
+  objects are decoded, starts fetching the objects of the batch the worker holds next, and takes
+  the fetches made for it when it starts (``worker/prefetch.py``). Nothing is written ahead.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Callable
 
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -34,7 +37,8 @@ from worker.delivery import BatchLease, record_delivery
 from worker.fetch import InfrastructureFault
 from worker.memory import release_free_memory
 from worker.pipeline import BatchReport, process_batch
-from worker.runtime import WorkerRuntime, process_runtime, worker_settings
+from worker.prefetch import ReadAhead, reserved_batch
+from worker.runtime import WorkerRuntime, process_runtime, reads_ahead, worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +74,27 @@ def _run(runtime: WorkerRuntime, scan_id: int, object_ids: list[int], batch: int
     if settings.broker_url and not eager:
         record_delivery(settings, scan_id, batch, retries, bool((delivery_info or {}).get("redelivered")))
     started = time.monotonic()
+    read_ahead = runtime.read_ahead if reads_ahead() and not eager else None
+    ahead = read_ahead.take(scan_id, batch, object_ids) if read_ahead is not None else None
     with _lease(settings, scan_id, batch, eager=eager):
-        report = process_batch(settings, runtime.sessions, scan_id, object_ids, runtime.cache, batch)
+        report = process_batch(settings, runtime.sessions, scan_id, object_ids, runtime.cache, batch, ahead=ahead,
+                               read_next=_next_batch_fetcher(read_ahead, scan_id, batch))
     release_free_memory()  # the batch's freed heap back to the kernel before the next one (worker/memory.py)
     _warn_if_over_budget(settings, scan_id, batch, time.monotonic() - started)
     return report_fields(report)
+
+
+def _next_batch_fetcher(read_ahead: ReadAhead | None, scan_id: int, batch: int) -> Callable[[], None] | None:
+    """What the running batch calls once its objects are decoded: fetch the reserved batch's objects."""
+    if read_ahead is None:
+        return None
+
+    def fetch_next() -> None:
+        upcoming = reserved_batch((scan_id, batch))
+        if upcoming is not None:
+            read_ahead.start(*upcoming)
+
+    return fetch_next
 
 
 def retry_delay(retries: int, settings: Settings) -> float:
@@ -110,4 +130,4 @@ def _warn_if_over_budget(settings: Settings, scan_id: int, batch: int, seconds: 
 
 def report_fields(report: BatchReport) -> dict[str, object]:
     return {"objects": report.objects, "ok": report.ok, "errors": report.errors, "skipped": report.skipped,
-            "stage_seconds": report.stage_seconds}
+            "fetched_ahead": report.fetched_ahead, "stage_seconds": report.stage_seconds}

@@ -3,7 +3,11 @@ a worker SIGKILLed (and started again), Redis killed and restarted (with its app
 PostgreSQL stopped for 30 s, and S3 answering 503s and cutting bodies short (tests.fault_proxy
 between the workers and moto).
 
-Run: ``nice -n 10 .venv/bin/python -m tests.benchmarks.bench_chaos [--objects 2000]``. Starts its
+Run: ``nice -n 10 .venv/bin/python -m tests.benchmarks.bench_chaos [--objects 2000] [--pools prefork threads]
+[--faults kill]``. ``--pools``: the workers' pool, one fault-free and one faulty run per pool
+(``threads`` runs one thread per worker with the next-batch read-ahead, so each worker holds two
+batches); ``--faults kill``: the worker SIGKILL (and restart) only, so every redelivery counted is
+a batch the killed worker held. Starts its
 own Redis, PostgreSQL and moto S3 on 127.0.0.1, scans once without faults (the baseline) and once
 under the schedule, each with ``fakescan scan --wait`` (whose reconciler runs meanwhile), and
 prints for each run: objects lost, duplicate result rows, batches started more than once (and
@@ -29,13 +33,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests import services
-from tests.chaos_support import PostgresServer, RedisServer, WorkerProcess, fakescan_background
+from tests.chaos_support import PostgresServer, RedisServer, WorkerProcess, fakescan_background, wait_for
 from tests.conftest import AWS_TEST_ENV
 from tests.fault_proxy import FaultPlan, FaultProxy
 from tests.worker_support import corrupt_objects, detector_folder, image_bytes
 
 BATCH = 20
 S3_FAULTS = {"503": 0.04, "truncate": 0.04, "reset": 0.01}
+POOLS = {"prefork": ("--pool", "prefork", "--concurrency", "1"), "threads": ("--pool", "threads", "--concurrency", "1")}
+FAULTS = {"all": "chaos", "kill": "a worker killed"}
+FETCHED_AHEAD = re.compile(r"scan (\d+) batch \d+: .*, (\d+) fetched ahead;")
 RETRIED = re.compile(r"scan (\d+) batch (\d+): .* \(attempt (\d+) of")
 REQUEUED = re.compile(r"scan (\d+) batch (\d+): neither in the broker nor running")
 
@@ -61,6 +68,7 @@ class Outcome:
     expected_bad_input: int = 0
     batches: int = 0
     batches_started_twice: int = 0
+    fetched_ahead: int = 0
     retried: int = 0
     redelivered: int = 0
     requeued: int = 0
@@ -72,6 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds the detector spends per batch")
+    parser.add_argument("--pools", nargs="+", choices=POOLS, default=["prefork"])
+    parser.add_argument("--faults", choices=("all", "kill"), default="all")
     args = parser.parse_args()
     os.environ.update(AWS_TEST_ENV)
     folder = Path(tempfile.mkdtemp(prefix="fakescan-chaos-"))
@@ -81,14 +91,17 @@ def main() -> None:
     try:
         bucket, corrupt = upload(s3.url, args.objects)
         detector = detector_folder(folder / "detectors", "chaos-bright", delay_seconds=args.delay)
-        baseline = run(stack, "fault-free", bucket, corrupt, detector, chaos=False)
-        chaos = run(stack, "chaos", bucket, corrupt, detector, chaos=True)
+        outcomes = []
+        for pool in args.pools:
+            outcomes.append(run(stack, f"{pool}, fault-free", bucket, corrupt, detector, pool, faults=None))
+            outcomes.append(run(stack, f"{pool}, {FAULTS[args.faults]}", bucket, corrupt, detector, pool,
+                                faults=args.faults))
     finally:
         proxy.stop()
         s3.stop()
         postgres.close()
         redis.close()
-    report(args.objects, [baseline, chaos])
+    report(args.objects, outcomes)
 
 
 def upload(s3_url: str, count: int) -> tuple[str, set[str]]:
@@ -110,31 +123,35 @@ def environment(stack: Stack, database: str, queue: str, s3_url: str) -> dict[st
     env = {key: value for key, value in os.environ.items() if not key.startswith("FAKESCAN_")}
     env.update(AWS_TEST_ENV, FAKESCAN_BROKER_URL=stack.redis.url, FAKESCAN_DATABASE_URL=database,
                FAKESCAN_S3_ENDPOINT_URL=s3_url, FAKESCAN_QUEUE=queue, FAKESCAN_HOME=str(stack.folder / queue),
-               FAKESCAN_VISIBILITY_TIMEOUT="40", FAKESCAN_RETRY_BACKOFF_MAX="5", FAKESCAN_BATCH_BUDGET="30",
+               # 40 s > 5 s + two budgets of 15 s: a threads worker reads ahead (worker/celery_app.py)
+               FAKESCAN_VISIBILITY_TIMEOUT="40", FAKESCAN_RETRY_BACKOFF_MAX="5", FAKESCAN_BATCH_BUDGET="15",
                FAKESCAN_BATCH_MAX_RETRIES="40", FAKESCAN_RECONCILE_GRACE="20", FAKESCAN_S3_TIMEOUT="3",
                FAKESCAN_SCAN_PROVENANCE="false", FAKESCAN_LOG_LEVEL="INFO", OMP_NUM_THREADS="1",
                PYTHONUNBUFFERED="1")
     return env
 
 
-def run(stack: Stack, label: str, bucket: str, corrupt: set[str], detector: Path, *, chaos: bool) -> Outcome:
+def run(stack: Stack, label: str, bucket: str, corrupt: set[str], detector: Path, pool: str, *,
+        faults: str | None) -> Outcome:
     from fakescan.db import migrate
     from fakescan.settings import load_settings
 
     database = services.create_database(stack.postgres.url, f"chaos_{uuid.uuid4().hex[:8]}")
     migrate.upgrade(load_settings(database_url=database))
-    queue = f"chaos-{label}-{uuid.uuid4().hex[:6]}"
+    queue = f"chaos-{re.sub('[^a-z]+', '-', label)}-{uuid.uuid4().hex[:6]}"
     worker_env = environment(stack, database, queue, stack.proxy.url)  # workers read S3 through the proxy
     scheduler_env = environment(stack, database, queue, stack.s3.url)
-    workers = [WorkerProcess(name, worker_env, stack.folder, ("--pool", "prefork", "--concurrency", "1")).start()
-               for name in (f"{label}-a", f"{label}-b")]
-    time.sleep(8)  # both workers up (torch imported) before the clock starts
+    workers = [WorkerProcess(name, worker_env, stack.folder, POOLS[pool]).start()
+               for name in (f"{queue}-a", f"{queue}-b")]
+    for worker in workers:  # both workers up (torch imported) before the clock starts
+        wait_for(lambda worker=worker: "ready." in worker.text(), f"worker {worker.name} ready", 180)
     stack.proxy.injected.clear()
     outcome = Outcome(label)
     started = time.monotonic()
     scan = fakescan_background(scheduler_env, "scan", f"s3://{bucket}/in/", "--detector", str(detector),
                                "--batch-size", str(BATCH), "--wait")
-    schedule = threading.Thread(target=inject, args=(stack, workers, outcome, started), daemon=True) if chaos else None
+    schedule = (threading.Thread(target=inject, args=(stack, workers, outcome, started, faults == "kill"),
+                                 daemon=True) if faults else None)
     if schedule is not None:
         schedule.start()
     out, err = scan.communicate(timeout=1800)
@@ -150,13 +167,17 @@ def run(stack: Stack, label: str, bucket: str, corrupt: set[str], detector: Path
     return outcome
 
 
-def inject(stack: Stack, workers: list[WorkerProcess], outcome: Outcome, started: float) -> None:
+def inject(stack: Stack, workers: list[WorkerProcess], outcome: Outcome, started: float, kill_only: bool) -> None:
     """The fault schedule, in seconds from the start of the scan."""
     def at(second: float, what: str, action: Callable[[], Any]) -> None:
         time.sleep(max(0.0, started + second - time.monotonic()))
         action()
         outcome.events.append(f"{time.monotonic() - started:5.1f}s {what}")
 
+    if kill_only:
+        at(10, f"SIGKILL worker {workers[0].name}", workers[0].kill)
+        at(14, f"worker {workers[0].name} started again", workers[0].start)
+        return
     at(3, f"S3 faults on: {S3_FAULTS}", lambda: stack.proxy.set_plan(FaultPlan(dict(S3_FAULTS), seed=7)))
     at(10, f"SIGKILL worker {workers[0].name}", workers[0].kill)
     at(14, f"worker {workers[0].name} started again", workers[0].start)
@@ -197,6 +218,8 @@ def measure(outcome: Outcome, database: str, scan_id: int, corrupt: set[str], wo
     for worker in workers:
         starts.update(worker.starts(scan_id))
         outcome.redelivered += worker.redeliveries(scan_id)
+        outcome.fetched_ahead += sum(int(count) for scan, count in FETCHED_AHEAD.findall(worker.text())
+                                     if int(scan) == scan_id)
         outcome.retried += len({(b, a) for s, b, a in RETRIED.findall(worker.text()) if int(s) == scan_id})
     outcome.batches_started_twice = sum(1 for count in starts.values() if count > 1)
     outcome.requeued = sum(1 for s, _ in REQUEUED.findall(scheduler_log) if int(s) == scan_id)
@@ -205,10 +228,10 @@ def measure(outcome: Outcome, database: str, scan_id: int, corrupt: set[str], wo
 def report(objects: int, outcomes: list[Outcome]) -> None:
     import platform
 
-    baseline = outcomes[0].wall_seconds
-    print(f"bench_chaos: {objects} objects ({BATCH} per batch), two prefork workers, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
-    for outcome in outcomes:
+    print(f"bench_chaos: {objects} objects ({BATCH} per batch), two workers of one process or thread each, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+    for number, outcome in enumerate(outcomes):
+        baseline = outcomes[number - number % 2].wall_seconds  # each pool's fault-free run
         print(f"\n== {outcome.label}")
         for event in outcome.events:
             print(f"  {event}")
@@ -222,6 +245,7 @@ def report(objects: int, outcomes: list[Outcome]) -> None:
               f"(retry attempts after a fault {outcome.retried}, redeliveries {outcome.redelivered}, "
               f"reconciler re-enqueues {outcome.requeued})")
         print(f"  S3 faults injected       {dict(outcome.injected) or 'none'}")
+        print(f"  objects fetched ahead    {outcome.fetched_ahead}")
         ratio = outcome.wall_seconds / baseline
         print(f"  wall time                {outcome.wall_seconds:.1f}s ({ratio:.2f}x fault-free)")
 

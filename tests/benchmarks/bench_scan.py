@@ -27,6 +27,10 @@ What it does, all in one run:
   ``torch.compile`` of the model alone (``--compile``), decode:inference thread splits
   (``--threads 1:2 2:1``), a scan without the next-batch read-ahead (``--read-ahead``) and scans
   with other settings (``--variant FAKESCAN_INFERENCE_CHUNK=8``) as extra scans;
+- with ``--s3-latency MS ...``: 2 MP JPEGs on S3 behind a proxy adding a first-byte latency, scanned
+  with the compact CNN embedded and by Celery workers (threads x1 with and without the next-batch
+  read-ahead, prefork x1), in alternating rounds (:mod:`tests.benchmarks.s3_scans`; ``--s3-only``
+  runs only these);
 - memory of every scan: peak RSS (VmHWM), split by what is mapped at the peak (``/proc/self/smaps``):
   the safetensors weights, the CUDA libraries, other libraries and anonymous memory; the peak
   anonymous RSS and the RSS right after ``import torch``. Every row carries the load average.
@@ -140,6 +144,14 @@ def main() -> None:
                         help="also scan SigLIP-base without the next-batch read-ahead (FAKESCAN_READ_AHEAD=false)")
     parser.add_argument("--variant", nargs="*", default=[], metavar="NAME=VALUE",
                         help="also scan SigLIP-base with this setting, e.g. FAKESCAN_INFERENCE_CHUNK=8")
+    parser.add_argument("--s3-latency", type=float, nargs="*", default=[], metavar="MS",
+                        help="also scan --s3-photos 2 MP JPEGs on S3 (moto behind a proxy adding MS ms per request) "
+                             "with the compact CNN: embedded and Celery workers, read-ahead on and off")
+    parser.add_argument("--s3-photos", type=int, default=192, metavar="N")
+    parser.add_argument("--s3-fetch-concurrency", type=int, metavar="N",
+                        help="FAKESCAN_FETCH_CONCURRENCY of every S3 scan (default: the setting's default, 8)")
+    parser.add_argument("--s3-rounds", type=int, default=3, metavar="N", help="alternating rounds per configuration")
+    parser.add_argument("--s3-only", action="store_true", help="only the --s3-latency rows")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows (CPU)")
     parser.add_argument("--no-cnn", action="store_true", help="skip the compact CNN scans")
     parser.add_argument("--no-score-change", action="store_true", help="skip the score-change checks")
@@ -153,6 +165,9 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     from tests.benchmarks.photos import write_photos
 
+    if args.s3_only:
+        print_rows(s3_section(args, scratch, {"FAKESCAN_DEVICE": args.device, "FAKESCAN_PRECISION": args.precision}))
+        return
     photos_dir = args.photos_dir or scratch / "photos"
     started = time.perf_counter()
     paths = write_photos(photos_dir, {"2mp": args.photos_2mp, "12mp": args.photos_12mp})
@@ -220,10 +235,29 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         rows += pixel_budget_rows(scratch, args.large_pngs, args.cnn, env, old_tree)
     if not args.no_score_change:
         rows += score_changes(checkpoint, args.cnn, paths, args.real_photos, args.score_images)
+    if args.s3_latency:
+        rows += s3_section(args, scratch, env)
+    print_rows(rows)
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def s3_section(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> list[tuple[str, str]]:
+    """The read-ahead on object storage (tests/benchmarks/s3_scans.py)."""
+    from tests.benchmarks.photos import write_photos
+    from tests.benchmarks.s3_scans import s3_rows
+
+    if not args.s3_latency:
+        raise SystemExit("--s3-only needs --s3-latency MS [MS ...]")
+    photos = write_photos(scratch / "s3-photos", {"2mp": args.s3_photos})
+    if args.s3_fetch_concurrency:
+        env = {**env, "FAKESCAN_FETCH_CONCURRENCY": str(args.s3_fetch_concurrency)}
+    return s3_rows(photos, args.cnn, args.s3_latency, args.s3_rounds, scratch, env)
 
 
 def load() -> str:
@@ -338,11 +372,12 @@ def naive_loop_rate(checkpoint: Path, paths: list[Path], database: Path, device:
     return rate
 
 
-def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: dict[str, str]) -> dict[str, Any]:
+def scan_rate(tree: Path, photos: Path | str, detector: str | None, home: Path, env: dict[str, str],
+              count: int | None = None) -> dict[str, Any]:
     """One embedded ``fakescan scan`` in a child process running the code in ``tree``.
 
     Provenance is off unless ``env`` turns it on; ``detector=None`` scans with that code's
-    default detectors (no ``--detector``)."""
+    default detectors (no ``--detector``). ``photos`` may be an ``s3://`` source; give its ``count``."""
     child_env = {**os.environ, "FAKESCAN_SCAN_PROVENANCE": "false", "FAKESCAN_BATCH_SIZE": "32",
                  "FAKESCAN_LOG_LEVEL": "WARNING", **env, "PYTHONPATH": str(tree), "FAKESCAN_HOME": str(home)}
     child_env.pop("FAKESCAN_DATABASE_URL", None)
@@ -359,7 +394,8 @@ def scan_rate(tree: Path, photos: Path, detector: str | None, home: Path, env: d
     if figures["batch_seconds"] <= figures["load_seconds"]:
         raise SystemExit(f"scan in {tree} ran no batch: does that code know the detector {detector!r}? "
                          "(give a detector folder for an older revision)")
-    count = sum(1 for path in photos.rglob("*") if path.is_file())
+    if count is None:
+        count = sum(1 for path in Path(photos).rglob("*") if path.is_file())
     # the worker's throughput: the batches' time without the model load (what a long scan runs at);
     # end to end it also pays the interpreter's start, the schema and the listing once per scan
     figures["rate"] = count / (figures["batch_seconds"] - figures["load_seconds"])

@@ -93,12 +93,7 @@ def stack(redis_service, postgres_service, s3_service, tmp_path_factory) -> Iter
     database = services.create_database(postgres_service.url, f"w_{uuid.uuid4().hex[:10]}")
     bucket = f"archive-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_service.url, **_aws()).create_bucket(Bucket=bucket)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FAKESCAN_")}
-    env.update(AWS_TEST_ENV, FAKESCAN_BROKER_URL=redis_service.url, FAKESCAN_DATABASE_URL=database,
-               FAKESCAN_S3_ENDPOINT_URL=s3_service.url, FAKESCAN_QUEUE=f"test-worker-{uuid.uuid4().hex[:8]}",
-               FAKESCAN_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), FAKESCAN_HOME=str(folder / "home"),
-               FAKESCAN_RETRY_BACKOFF_MAX="2", FAKESCAN_BATCH_BUDGET="7",
-               FAKESCAN_LOG_LEVEL="INFO", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = worker_env(redis_service.url, database, s3_service.url, folder, VISIBILITY_TIMEOUT, batch_budget=7)
     migrate.upgrade(load_settings(database_url=database))
     # one prefork worker (a pool child per batch) and one threads worker running two batches at once
     workers = [start_worker("alpha", env, folder, "--pool", "prefork", "--concurrency", "1"),
@@ -110,6 +105,18 @@ def stack(redis_service, postgres_service, s3_service, tmp_path_factory) -> Iter
         for worker in workers:
             worker.kill()
         engine.dispose()
+
+
+def worker_env(broker: str, database: str, s3_url: str, folder: Path, visibility_timeout: int,
+               batch_budget: int) -> dict[str, str]:
+    """The workers' environment: a queue of their own, a short visibility timeout, a 2 s retry cap."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FAKESCAN_")}
+    env.update(AWS_TEST_ENV, FAKESCAN_BROKER_URL=broker, FAKESCAN_DATABASE_URL=database,
+               FAKESCAN_S3_ENDPOINT_URL=s3_url, FAKESCAN_QUEUE=f"test-worker-{uuid.uuid4().hex[:8]}",
+               FAKESCAN_VISIBILITY_TIMEOUT=str(visibility_timeout), FAKESCAN_HOME=str(folder / "home"),
+               FAKESCAN_RETRY_BACKOFF_MAX="2", FAKESCAN_BATCH_BUDGET=str(batch_budget),
+               FAKESCAN_LOG_LEVEL="INFO", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
 
 
 def _aws() -> dict[str, str]:
