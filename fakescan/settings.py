@@ -51,9 +51,9 @@ class Settings(BaseSettings):
     inference_chunk: int | None = Field(
         None, gt=0, description="images per model call, the next chunk decoding meanwhile; unset: 8 on CPU, 16 on CUDA")
     malloc_mmap_threshold: int = Field(
-        1024 * 1024, ge=0, le=32 * 1024 * 1024,
+        0, ge=0, le=32 * 1024 * 1024,
         description="workers: heap blocks of this many bytes or more get their own mapping (glibc mallopt); "
-        "0: glibc's dynamic default")
+        "0 (default): glibc's dynamic threshold")
     gpu_decode: bool = Field(False, description="CUDA workers: decode JPEGs on the GPU (nvJPEG), batched")
     read_ahead: bool = Field(True, description="fetch the next batch while this one is scored: embedded scans, "
                              "and Celery workers on the threads pool with one thread (prefetch multiplier 2)")

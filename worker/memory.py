@@ -3,18 +3,21 @@
 Measured with ``/proc/self/smaps`` (``tests/benchmarks/bench_scan.py`` splits each scan's peak RSS
 by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
 
-- **free heap handed back after each batch**: glibc keeps what a batch freed (activations,
-  fetched bytes) in its heaps for reuse; ``malloc_trim`` returns the free pages to the kernel, so
-  a worker waiting for its next batch holds what it uses, not its last batch's high-water mark
-  (after one SigLIP-base forward of 16 images: 535 MB anonymous, 437 MB trimmed). It does not
-  lower the peak inside a batch;
-- **large blocks mapped on their own**: glibc serves a block of at least ``M_MMAP_THRESHOLD`` with
-  its own mapping, unmapped when freed; smaller ones come from the heap, which keeps freed pages.
+- **free heap handed back after each chunk and each batch**: glibc keeps what a chunk freed
+  (activations, fetched bytes) in its heaps for reuse; ``malloc_trim`` returns the free pages to
+  the kernel. A CPU worker trims after every chunk it scores (``worker.pipeline``), so the heap's
+  high-water mark is about one chunk's activations rather than what fragmentation piles up over a
+  batch, and every worker trims after each batch, so an idle one holds what it uses (after one
+  SigLIP-base forward of 16 images: 535 MB anonymous, 437 MB trimmed). CUDA workers keep their
+  activations on the device and trim per batch only;
+- **large blocks mapped on their own (opt-in)**: glibc serves a block of at least
+  ``M_MMAP_THRESHOLD`` with its own mapping, unmapped when freed; smaller ones come from the heap.
   By default the threshold starts at 128 KiB and rises to the largest block freed so far (up to
-  32 MiB), so after a first forward a model's activations (MBs each) are heap blocks that leave the
-  heap fragmented and its high-water mark above what is in use. A fixed threshold
-  (``FAKESCAN_MALLOC_MMAP_THRESHOLD``, 1 MiB by default) keeps them out of the heap, set with
-  ``mallopt`` when the worker starts (glibc only; see :func:`apply_heap_settings`);
+  32 MiB), so after a first forward a model's activations (MBs each) are heap blocks. A fixed
+  threshold (``FAKESCAN_MALLOC_MMAP_THRESHOLD``, set with ``mallopt`` when the worker starts; glibc
+  only, see :func:`apply_heap_settings`) keeps them out of the heap, but every forward then faults
+  its activations' pages in afresh: measured idle, 1 MiB lowered a SigLIP-base scan's peak by
+  about 40 MB more than the per-chunk trim and cost 15-25% of its speed, so it is off (0) by default;
 - **no optional packages a scan does not use**: transformers imports torchvision (for its
   torchvision image processors) and scipy (object-detection losses) whenever they are installed;
   a worker loads checkpoints with their PIL image processors and never computes a loss, so

@@ -40,6 +40,7 @@ from worker.cache import ProcessCache, set_inference_threads
 from worker.detectors import Detector, InputNeed, Prediction, Sample
 from worker.fetch import FetchedAhead, FetchedObject, InfrastructureFault, fetch_all, rest_of
 from worker.gpu_decode import device_decoded_chunks, uses_device_decode
+from worker.memory import release_free_memory
 from worker.metrics import STAGES, observe_batch
 from worker.stream import Decoded, PrepareFailed, decoded_chunks
 
@@ -154,10 +155,13 @@ def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], setting
                                 cache.pixel_budget(), chunk_size, keep_bytes=bool(metadata), on_decoded=read_next)
     rows: list[dict[str, Any]] = []
     fetch_seconds = 0.0
+    on_cpu = device.startswith("cpu")
     with closing(chunks):
         for chunk in chunks:
             fetch_seconds += sum(item.fetched.seconds for item in chunk)
             rows += score_chunk(metadata, pixel, chunk, settings, cache, report)
+            if on_cpu and pixel:
+                release_free_memory()  # the chunk's freed activations back to the kernel (worker/memory.py)
     report.stage_seconds["fetch"] = fetch_seconds / max(1, min(settings.fetch_concurrency, len(objects)))
     return rows
 

@@ -177,6 +177,29 @@ def test_model_calls_take_8_images_on_a_cpu_unless_set(tmp_path, monkeypatch):
         assert len(stored) == 20 and all(row.status == "ok" for row in stored.values())
 
 
+def test_a_cpu_worker_hands_the_heap_back_after_every_chunk(tmp_path, monkeypatch):
+    import worker.pipeline
+
+    events: list[str] = []
+    chunked = worker.pipeline.decoded_chunks
+
+    def recording(*args, **kwargs):
+        for chunk in chunked(*args, **kwargs):
+            events.append(f"chunk {len(chunk)}")
+            yield chunk
+
+    monkeypatch.setattr(worker.pipeline, "decoded_chunks", recording)
+    monkeypatch.setattr(worker.pipeline, "release_free_memory", lambda: events.append("trim") or True)
+    root = scan_folder(tmp_path, {f"{index:02}.png": photo(40, 40, seed=index, fmt="PNG") for index in range(10)})
+    runtime = make_runtime(inference_chunk=4, device="cpu")
+    bright = detector_folder(tmp_path / "d", "bright")
+    scan_id, ids = create_scan(runtime, root, [bright], sorted(p.name for p in root.iterdir()))
+    process_batch(runtime.settings, runtime.sessions, scan_id, list(ids.values()), runtime.cache)
+    # each chunk's activations go back to the kernel before the next chunk's forward allocates its own
+    assert events == ["chunk 4", "trim", "chunk 4", "trim", "chunk 2", "trim"]
+    assert len(results(runtime)) == 10
+
+
 def test_a_batch_holds_the_bytes_of_a_bounded_window_of_objects_not_all_of_them(tmp_path, monkeypatch):
     """Fetched bytes live from the fetch until the object is decoded: at most the fetches started
     ahead (FAKESCAN_FETCH_CONCURRENCY) plus the decode window (2 x chunk), whatever the batch size."""
