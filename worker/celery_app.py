@@ -17,7 +17,7 @@ from fakescan.logs import configure_logging
 from fakescan.queue import make_celery_app
 from fakescan.settings import Settings, load_settings
 from worker import metrics
-from worker.runtime import use_read_ahead, use_settings, worker_settings
+from worker.runtime import read_ahead_refused, use_read_ahead, use_settings, worker_settings
 
 log = logging.getLogger(__name__)
 POOLS = ("prefork", "solo", "threads")
@@ -115,24 +115,21 @@ def _read_ahead(sender: Any = None, **_: Any) -> None:
     before its consumer reads the prefetch multiplier."""
     if sender is None:
         return
-    global _read_ahead_refusal
-    _read_ahead_refusal = read_ahead_refusal(worker_settings(), pool_name(sender.pool_cls), sender.concurrency)
-    use_read_ahead(_read_ahead_refusal is None)
-    if _read_ahead_refusal is None:
+    refusal = read_ahead_refusal(worker_settings(), pool_name(sender.pool_cls), sender.concurrency)
+    use_read_ahead(refusal)
+    if refusal is None:
         sender.prefetch_multiplier = 2
-
-
-_read_ahead_refusal: str | None = "this process started no worker"
 
 
 @signals.worker_ready.connect
 def _log_read_ahead(**_: Any) -> None:
     """Said once logging is set up (``celery -A worker.celery_app worker`` configures it after worker_init)."""
-    if _read_ahead_refusal is None:
+    refusal = read_ahead_refused()
+    if refusal is None:
         log.info("read-ahead on: this worker holds one batch beyond the one it runs and fetches its objects "
                  "while the running batch is scored")
     else:
-        log.info("read-ahead off: %s", _read_ahead_refusal)
+        log.info("read-ahead off: %s", refusal)
 
 
 @signals.worker_init.connect

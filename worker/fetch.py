@@ -99,6 +99,7 @@ class FetchWindow:
     def __init__(self, items: Sequence["Future[FetchedObject] | Callable[[], Future[FetchedObject]]"],
                  ahead: int) -> None:
         self._items: list[Any] = list(items)
+        self.fetched_ahead = sum(1 for item in self._items if isinstance(item, Future))  # made before the batch
         self._ahead = max(1, ahead)
         self._taken = 0
         self._start_up_to(self._ahead)

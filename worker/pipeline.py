@@ -141,10 +141,8 @@ def score(detectors: Sequence[Detector], objects: Sequence[BatchObject], setting
     pixel = [detector for detector in detectors if detector.decode_need().kind != "none"]
     need = InputNeed.largest(detector.decode_need() for detector in pixel)
     set_inference_threads(settings, need)
-    head = fetch_head(detectors)
-    report.fetched_ahead = (sum(1 for item in objects if item in ahead.futures)  # fetch_all reuses these
-                            if ahead is not None and ahead.head_bytes == head else 0)
-    fetches = fetch_all(objects, settings, cache, head, ahead)
+    fetches = fetch_all(objects, settings, cache, fetch_head(detectors), ahead)
+    report.fetched_ahead = fetches.fetched_ahead
     device = settings.resolved_device()
     chunk_size = settings.resolved_inference_chunk(device)
     if uses_device_decode(settings.gpu_decode, device, pixel):

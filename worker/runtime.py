@@ -71,7 +71,7 @@ class NoWorkerSettings(RuntimeError):
 
 _settings: Settings | None = None
 _runtime: WorkerRuntime | None = None
-_reads_ahead = False
+_read_ahead_refusal: str | None = "this process started no worker"
 _lock = threading.Lock()
 
 
@@ -83,14 +83,19 @@ def use_settings(settings: Settings) -> None:
         _settings = settings
 
 
-def use_read_ahead(on: bool) -> None:
-    """Whether this Celery worker's batches read the next reserved batch ahead (``worker.celery_app``)."""
-    global _reads_ahead
-    _reads_ahead = on
+def use_read_ahead(refusal: str | None) -> None:
+    """Why this Celery worker's batches do not read the next reserved batch ahead; None: they do
+    (decided at worker start, ``worker.celery_app``)."""
+    global _read_ahead_refusal
+    _read_ahead_refusal = refusal
 
 
 def reads_ahead() -> bool:
-    return _reads_ahead
+    return _read_ahead_refusal is None
+
+
+def read_ahead_refused() -> str | None:
+    return _read_ahead_refusal
 
 
 def worker_settings() -> Settings:

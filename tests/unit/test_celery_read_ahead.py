@@ -72,7 +72,7 @@ def test_the_worker_start_sets_the_prefetch_multiplier_only_where_it_reads_ahead
             celery_app._read_ahead(sender=worker)
             assert (worker.prefetch_multiplier, runtime.reads_ahead()) == (multiplier, multiplier == 2)
     finally:
-        runtime.use_read_ahead(False)
+        runtime.use_read_ahead("this process started no worker")
 
 
 def test_the_reserved_batch_not_yet_running_is_the_one_read_ahead(requests):
