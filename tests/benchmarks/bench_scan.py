@@ -21,9 +21,11 @@ What it does, all in one run:
   with ``git archive`` to a temporary folder), so "today's code" is measured in the same run;
 - the score change of scaled decoding (DCT scaling / reduce) against a full decode, per detector,
   on the generated photos and on ``--real-photos DIR`` when given (JPEGs of real photos);
-- int8 dynamic quantisation (``FAKESCAN_PRECISION=int8``): the int8 model alone (beside the fp32
-  model alone, measured again next to it), an int8 scan against it, against the fp32 naive loop
-  and the fp32 scan, and the score change int8 vs fp32 (``--no-int8`` skips them);
+- int8 dynamic quantisation (``FAKESCAN_PRECISION=int8``) and, on a CPU with bf16 arithmetic
+  (AVX512-BF16 or AMX), bf16: the model alone at that precision (beside the fp32 model alone,
+  measured again next to it), a scan against it, against the fp32 naive loop and the fp32 scan,
+  and the score change against fp32 of SigLIP-base and the compact CNN (``--no-int8``,
+  ``--no-bf16`` skip them);
   ``torch.compile`` of the model alone (``--compile``), decode:inference thread splits
   (``--threads 1:2 2:1``), a scan without the next-batch read-ahead (``--read-ahead``) and scans
   with other settings (``--variant FAKESCAN_INFERENCE_CHUNK=8``) as extra scans;
@@ -53,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+PRECISIONS = {"int8": "int8 dynamic", "bf16": "bf16 weights under CPU autocast"}
 SIGLIP_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
                "image_size": 224, "patch_size": 16}
 
@@ -153,6 +156,7 @@ def main() -> None:
     parser.add_argument("--s3-rounds", type=int, default=3, metavar="N", help="alternating rounds per configuration")
     parser.add_argument("--s3-only", action="store_true", help="only the --s3-latency rows")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows (CPU)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows (a CPU with bf16 arithmetic)")
     parser.add_argument("--no-cnn", action="store_true", help="skip the compact CNN scans")
     parser.add_argument("--no-score-change", action="store_true", help="skip the score-change checks")
     args = parser.parse_args()
@@ -200,8 +204,8 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         other = scan_rate(REPO, photos_dir, str(checkpoint), scratch / f"home-variant-{number}", {**env, name: value})
         rows.append((f"  SigLIP scan with {name}={value}", f"{other['rate']:.2f} img/s = "
                      f"{other['rate'] / scan['rate']:.2f}x the default; {memory(other)}"))
-    if args.device == "cpu" and not args.no_int8:
-        rows += int8_rows(checkpoint, photos_dir, len(paths), scratch, env, naive, scan)
+    for precision in cpu_precisions(args):
+        rows += precision_rows(precision, checkpoint, photos_dir, len(paths), scratch, env, naive, scan)
     if not args.no_cnn:
         cnn = scan_rate(REPO, photos_dir, args.cnn, scratch / "home-cnn", env)
         rows.append(("fakescan scan, compact CNN", f"{cnn['rate']:.2f} img/s; {memory(cnn)}"))
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         old_tree = export_revision(args.baseline, scratch / "baseline") if args.baseline else None
         rows += pixel_budget_rows(scratch, args.large_pngs, args.cnn, env, old_tree)
     if not args.no_score_change:
-        rows += score_changes(checkpoint, args.cnn, paths, args.real_photos, args.score_images)
+        rows += score_changes(checkpoint, args.cnn, paths, args.real_photos, args.score_images, cpu_precisions(args))
     if args.s3_latency:
         rows += s3_section(args, scratch, env)
     print_rows(rows)
@@ -274,18 +278,29 @@ def memory(figures: dict[str, Any]) -> str:
             f"load {figures['load']:.1f})")
 
 
-def int8_rows(checkpoint: Path, photos: Path, count: int, scratch: Path, env: dict[str, str], naive: float,
-              fp32_scan: dict[str, Any]) -> list[tuple[str, str]]:
-    """The int8 model alone and an int8 scan (``FAKESCAN_PRECISION=int8``), against the fp32 naive loop."""
-    int8 = model_alone_rate(checkpoint, count, "cpu", "int8")
+def cpu_precisions(args: argparse.Namespace) -> list[str]:
+    """The CPU precisions measured beside fp32: int8, and bf16 where the CPU computes it natively."""
+    from worker.detectors.device import cpu_runs_bf16
+
+    if args.device != "cpu":
+        return []
+    return [name for name, wanted in (("int8", not args.no_int8), ("bf16", not args.no_bf16 and cpu_runs_bf16()))
+            if wanted]
+
+
+def precision_rows(precision: str, checkpoint: Path, photos: Path, count: int, scratch: Path, env: dict[str, str],
+                   naive: float, fp32_scan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The model alone and a scan at ``precision`` (``FAKESCAN_PRECISION``), against the fp32 naive loop."""
+    alone = model_alone_rate(checkpoint, count, "cpu", precision)
     fp32_alone = model_alone_rate(checkpoint, count, "cpu", "fp32")  # again, minutes later: the load moves
     measured_at = load()
-    scan = scan_rate(REPO, photos, str(checkpoint), scratch / "home-siglip-int8", {**env, "FAKESCAN_PRECISION": "int8"})
-    return [("SigLIP-base model alone, int8 dynamic", f"{int8:.2f} img/s = {int8 / fp32_alone:.2f}x fp32 alone "
-             f"({fp32_alone:.2f} img/s, measured next to it; {measured_at})"),
-            ("fakescan scan, SigLIP-base, int8", f"{scan['rate']:.2f} img/s = {scan['rate'] / int8:.2f}x int8 model "
-             f"alone, {scan['rate'] / naive:.2f}x the fp32 naive loop, {scan['rate'] / fp32_scan['rate']:.2f}x the "
-             f"fp32 scan; {memory(scan)}")]
+    scan = scan_rate(REPO, photos, str(checkpoint), scratch / f"home-siglip-{precision}",
+                     {**env, "FAKESCAN_PRECISION": precision})
+    return [(f"SigLIP-base model alone, {PRECISIONS[precision]}", f"{alone:.2f} img/s = {alone / fp32_alone:.2f}x "
+             f"fp32 alone ({fp32_alone:.2f} img/s, measured next to it; {measured_at})"),
+            (f"fakescan scan, SigLIP-base, {precision}", f"{scan['rate']:.2f} img/s = {scan['rate'] / alone:.2f}x "
+             f"{precision} model alone, {scan['rate'] / naive:.2f}x the fp32 naive loop, "
+             f"{scan['rate'] / fp32_scan['rate']:.2f}x the fp32 scan; {memory(scan)}")]
 
 
 def build_siglip_base(folder: Path) -> Path:
@@ -435,9 +450,9 @@ def export_revision(revision: str, folder: Path) -> Path:
 
 
 def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Path | None,
-                  limit: int = 48) -> list[tuple[str, str]]:
-    """Largest and mean |score(scaled decode) - score(full decode)| per detector, and verdict flips."""
-    import numpy as np
+                  limit: int = 48, precisions: list[str] | None = None) -> list[tuple[str, str]]:
+    """Largest and mean |score(scaled decode) - score(full decode)| per detector, and verdict flips;
+    then |score(precision) - score(fp32)| of each detector, on the images a scan decodes for it."""
 
     from fakescan import catalog
     from fakescan.decode import decode_image
@@ -449,8 +464,10 @@ def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Pa
     rows = []
     detectors = {"SigLIP-base (random weights)": load_detector(catalog.resolve(str(checkpoint), settings), settings),
                  "compact CNN": load_detector(catalog.resolve(cnn, settings), settings)}
-    int8 = load_detector(catalog.resolve(str(checkpoint), settings),
-                         load_settings(scan_provenance=False, precision="int8"))
+    at_precision = {(name, precision): load_detector(catalog.resolve(reference, settings),
+                                                    load_settings(scan_provenance=False, precision=precision))
+                    for precision in precisions or [] for name, reference in (
+                        ("SigLIP-base (random weights)", str(checkpoint)), ("compact CNN", cnn))}
     sets = {"generated photos": paths[::2][:limit]}
     if real_photos:
         sets["real photos"] = sorted(real_photos.rglob("*.jpg"))[:limit]
@@ -459,20 +476,23 @@ def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Pa
         for name, detector in detectors.items():
             side = decode_side(detector.decode_need())  # what a scan decodes for this detector alone
             full = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels) for b in blobs])]
-            scaled = [p.score for p in detector.predict([decode_image(b, settings.max_image_pixels, side)
-                                                         for b in blobs])]
-            change = np.abs(np.array(full) - np.array(scaled))
-            flips = sum(detector.verdict(a) != detector.verdict(b) for a, b in zip(full, scaled, strict=True))
+            images = [decode_image(b, settings.max_image_pixels, side) for b in blobs]
+            scaled = [p.score for p in detector.predict(images)]
             rows.append((f"score change, scaled vs full decode: {name}, {set_name} ({len(files)})",
-                         f"max {change.max():.4f}, mean {change.mean():.4f}, verdicts changed {flips}"))
-        if set_name == "generated photos":
-            base = detectors["SigLIP-base (random weights)"]
-            images = [decode_image(b, settings.max_image_pixels, 224) for b in blobs]
-            fp32 = np.array([p.score for p in base.predict(images)])
-            quantised = np.array([p.score for p in int8.predict(images)])
-            rows.append((f"score change, int8 vs fp32: SigLIP-base, {set_name}",
-                         f"max {np.abs(fp32 - quantised).max():.4f}, mean {np.abs(fp32 - quantised).mean():.4f}"))
+                         change_summary(detector, full, scaled)))
+            for (other_name, precision), other in at_precision.items():
+                if other_name == name:
+                    rows.append((f"score change, {precision} vs fp32: {name}, {set_name}",
+                                 change_summary(detector, scaled, [p.score for p in other.predict(images)])))
     return rows
+
+
+def change_summary(detector: Any, before: list[float], after: list[float]) -> str:
+    import numpy as np
+
+    change = np.abs(np.array(before) - np.array(after))
+    flips = sum(detector.verdict(a) != detector.verdict(b) for a, b in zip(before, after, strict=True))
+    return f"max {change.max():.4f}, mean {change.mean():.4f}, verdicts changed {flips}"
 
 
 def _split(value: str) -> tuple[int, int]:

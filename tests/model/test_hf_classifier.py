@@ -152,6 +152,25 @@ def test_missing_s3_detector_is_a_one_line_error(s3_service, s3_bucket: str, mon
         catalog.resolve(f"s3://{s3_bucket}/empty", settings)
 
 
+def test_bf16_on_a_bf16_cpu_halves_the_weights_and_keeps_the_scores(checkpoint: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAKESCAN_PRECISION=bf16 on a CPU with bf16 arithmetic (this test pretends, so it runs on any
+    x86 CPU: oneDNN emulates bf16 where it is missing): bf16 weights under CPU autocast, scores within
+    0.01 of fp32 (SigLIP-base-sized, 48 photos: docs/results/2026-12-01-cpu-bf16.md)."""
+    from worker.detectors import device as placement
+
+    monkeypatch.setattr(placement, "cpu_runs_bf16", lambda: True)
+    images = tiny_images(6, seed=3)
+    fp32 = HFClassifier.load(checkpoint, load_settings(precision="fp32"), {})
+    bf16 = HFClassifier.load(checkpoint, load_settings(precision="bf16"), {})
+    assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    expected = [p.score for p in fp32.predict(images)]
+    found = [p.score for p in bf16.predict(images)]
+    assert all(isinstance(score, float) for score in found)
+    assert found == pytest.approx(expected, abs=0.01) and found != expected
+
+
 def test_large_batches_are_scored_in_chunks(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     detector = HFClassifier.load(checkpoint, load_settings(), {})
     images = tiny_images(5, seed=2)
@@ -161,11 +180,15 @@ def test_large_batches_are_scored_in_chunks(checkpoint: Path, monkeypatch: pytes
     assert detector.predict([]) == []
 
 
-def test_half_precision_only_autocasts_on_cuda() -> None:
+def test_half_precision_autocasts_on_cuda_and_bf16_cpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.detectors import device as placement
     from worker.detectors.hf_classifier import autocast
 
+    monkeypatch.setattr(placement, "cpu_runs_bf16", lambda: False)
     for device, precision in (("cpu", "bf16"), ("cpu", "fp16"), ("cuda", "fp32"), ("cuda:1", "fp32")):
         assert not isinstance(autocast(device, precision), torch.autocast)
+    monkeypatch.setattr(placement, "cpu_runs_bf16", lambda: True)
+    assert isinstance(autocast("cpu", "bf16"), torch.autocast)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns when the machine has no GPU; the choice is what is tested
         context = autocast("cuda", "bf16")

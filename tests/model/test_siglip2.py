@@ -89,6 +89,22 @@ def test_stage_options_are_checked() -> None:
         training_stages({"full_epochs": 1.5})
 
 
+def test_training_at_bf16_keeps_fp32_weights(base: Path, data: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 on a CPU casts a scan's weights; a fine-tune autocasts instead and trains (and saves) fp32."""
+    from safetensors import safe_open
+
+    from worker.detectors import device
+
+    monkeypatch.setattr(device, "cpu_runs_bf16", lambda: True)
+    head_only = {**QUICK_STAGES, "top_epochs": 0, "full_epochs": 0}
+    detector = fine_tune_detector(str(data), tmp_path / "head", config(str(base), options=head_only, precision="bf16"),
+                                  load_settings(), progress=False)
+    assert {p.dtype for p in detector.model.parameters()} == {torch.float32}
+    with safe_open(str(tmp_path / "head" / "model.safetensors"), "pt") as saved:
+        assert {saved.get_slice(name).get_dtype() for name in saved.keys()} == {"F32"}
+
+
 def test_frozen_parameters_do_not_move(base: Path, data: Path, tmp_path: Path) -> None:
     settings = load_settings()
     start = vision_state(load_base(str(base), settings)[0])

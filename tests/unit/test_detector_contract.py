@@ -74,12 +74,49 @@ def test_cpu_inputs_stay_where_they_are_and_cuda_inputs_are_pinned_and_copied_wi
     assert Recorder.calls == [("pin_memory", None), ("to", ("cuda:0", True))]
 
 
-def test_autocast_only_on_cuda_at_half_precision():
-    assert not isinstance(autocast("cpu", "bf16"), torch.autocast)
+def test_autocast_on_cuda_at_half_precision_over_fp32_weights():
     assert not isinstance(autocast("cuda", "fp32"), torch.autocast)
     with pytest.warns(UserWarning) if not torch.cuda.is_available() else _no_warning():
         chosen = autocast("cuda", "bf16")
     assert isinstance(chosen, torch.autocast) and chosen.fast_dtype == torch.bfloat16
+    recorded: list[tuple[str, object]] = []
+
+    class Recorder(nn.Module):  # records the placement asked for; nothing moves to a GPU here
+        def to(self, *args: object, **kwargs: object) -> "Recorder":
+            recorded.append((repr(args), kwargs.get("dtype")))
+            return self
+
+    place(Recorder(), "cuda:0", "bf16")
+    assert recorded == [("('cuda:0',)", None)]  # no dtype: the weights stay fp32 under autocast
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_casts_the_weights_where_the_cpu_computes_bf16_and_runs_fp32_elsewhere(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool):
+    from worker.detectors import device
+
+    monkeypatch.setattr(device, "cpu_runs_bf16", lambda: native)
+    device._say_cpu_runs_fp32.cache_clear()
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 2))
+    inputs = torch.rand(2, 3, 8, 8)
+    expected = module.eval()(inputs)
+    with caplog.at_level("WARNING", logger="worker.detectors.device"):
+        placed = place(copy.deepcopy(module), "cpu", "bf16")
+        context = autocast("cpu", "bf16")
+        autocast("cpu", "bf16")
+    dtypes = {tensor.dtype for tensor in [*placed.parameters(), *placed.buffers()] if tensor.is_floating_point()}
+    if native:
+        assert dtypes == {torch.bfloat16} and not caplog.records
+        assert isinstance(context, torch.autocast) and context.device == "cpu" and context.fast_dtype == torch.bfloat16
+        with torch.inference_mode(), context:  # fp32 inputs, as every detector prepares them
+            found = placed(inputs)
+        assert found.dtype == torch.bfloat16 and torch.allclose(found.float(), expected, atol=0.05)
+    else:
+        assert dtypes == {torch.float32} and not isinstance(context, torch.autocast)
+        assert [record.getMessage() for record in caplog.records] == [
+            "precision bf16: this CPU has no bf16 arithmetic (AVX512-BF16 or AMX); the CPU runs fp32"]
+    assert device.run_precision("cpu", "fp16") == "fp32" and not isinstance(autocast("cpu", "fp16"), torch.autocast)
 
 
 def _no_warning():

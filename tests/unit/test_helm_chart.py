@@ -72,7 +72,7 @@ def test_required_values_render_a_cpu_release_with_migrations_and_exporter() -> 
     assert container["args"][:3] == ["worker", "--pool", "prefork"]
     assert "nvidia.com/gpu" not in str(container["resources"])
     env = env_of(container)
-    assert env["FAKESCAN_DEVICE"]["value"] == "cpu"
+    assert env["FAKESCAN_DEVICE"]["value"] == "cpu" and env["FAKESCAN_PRECISION"]["value"] == "fp32"
     assert env["PROMETHEUS_MULTIPROC_DIR"]["value"].startswith("/tmp/")  # the writable emptyDir
     assert worker["spec"]["replicas"] == 1
     migrate = by_kind_and_name(objects)[("Job", "scan-fakescan-migrate")]
@@ -179,6 +179,15 @@ def test_every_command_and_setting_the_chart_uses_exists(values: dict[str, Any])
             assert not unknown_settings(env_of(container)), obj["metadata"]["name"]
 
 
+def test_cpu_workers_take_their_own_precision_and_gpu_workers_keep_theirs() -> None:
+    bf16_cpus = {**REQUIRED, "worker": {"cpu": {"precision": "bf16"}}}
+    (container,) = containers(worker_of(validated(bf16_cpus)))
+    assert env_of(container)["FAKESCAN_PRECISION"]["value"] == "bf16"
+    with_gpus = {**REQUIRED, "worker": {"cpu": {"precision": "bf16"}, "gpu": {"enabled": True, "precision": "fp16"}}}
+    (container,) = containers(worker_of(render_chart(with_gpus)))
+    assert env_of(container)["FAKESCAN_PRECISION"]["value"] == "fp16"
+
+
 def test_worker_probes_ask_the_worker_itself() -> None:
     (container,) = containers(worker_of(render_chart(REQUIRED)))
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -189,6 +198,7 @@ BAD_VALUES = {
     "negative replicas": ({"worker": {"replicas": -1}}, "/worker/replicas"),
     "misspelt key": ({"worker": {"replica": 2}}, "replica"),
     "unknown precision": ({"worker": {"gpu": {"precision": "fp8"}}}, "/worker/gpu/precision"),
+    "a GPU precision on CPU workers": ({"worker": {"cpu": {"precision": "fp16"}}}, "/worker/cpu/precision"),
     "broker that is not redis": ({"broker": {"url": "amqp://rabbit:5672"}}, "/broker/url"),
     "nightly source name with capitals": (
         {"nightly": {"enabled": True, "sources": [{"name": "Photos", "uri": "s3://a/"}]}}, "/nightly/sources/0/name"),

@@ -1,7 +1,10 @@
 """Where a detector's model runs and at which precision: the choices every torch family shares.
 
-- ``fp32`` everywhere; ``bf16`` / ``fp16`` as CUDA autocast (CPU half precision is slow and lossy,
-  so on a CPU they run fp32);
+- ``fp32`` everywhere; ``bf16`` / ``fp16`` as CUDA autocast over fp32 weights;
+- ``bf16`` on a CPU that computes it natively (AVX512-BF16 or AMX): weights cast to bf16 (half
+  the memory, no per-forward cast) under CPU autocast, which keeps fp32 where it must. A CPU
+  without it would emulate bf16, slower than fp32: it runs fp32 and says so once, as ``fp16``
+  does on every CPU. Training (``worker/lab``) places its model at fp32 and autocasts itself;
 - ``int8``: dynamic quantisation of the ``nn.Linear`` layers (weights int8, activations quantised
   on the fly), a CPU-only opt-in whose score change is measured in ``tests/benchmarks/bench_scan.py``;
 - inputs go to the device from pinned host memory with ``non_blocking`` copies on CUDA, so the
@@ -11,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import warnings
 from typing import Any, ContextManager, TypeVar, cast
 
@@ -19,22 +24,51 @@ from torch import nn
 
 from fakescan.errors import DetectorError
 
+log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@functools.cache
+def cpu_runs_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    try:
+        capability = torch._C._cpu._get_cpu_capability()
+    except AttributeError:  # a torch without the probe: assume none
+        return False
+    return bool(capability.get("avx512_bf16") or capability.get("amx_bf16"))
+
+
+def run_precision(device: str, precision: str) -> str:
+    """The precision a model runs at on ``device`` when ``precision`` is asked for."""
+    if device.startswith("cuda") or precision in ("fp32", "int8") or (precision == "bf16" and cpu_runs_bf16()):
+        return precision
+    _say_cpu_runs_fp32(precision)
+    return "fp32"
+
+
+@functools.cache
+def _say_cpu_runs_fp32(precision: str) -> None:
+    why = "this CPU has no bf16 arithmetic (AVX512-BF16 or AMX)" if precision == "bf16" else "fp16 is a CUDA precision"
+    log.warning("precision %s: %s; the CPU runs fp32", precision, why)
+
+
 def autocast(device: str, precision: str) -> ContextManager[Any]:
-    """bf16/fp16 autocast on CUDA; CPU always runs fp32 (int8 is applied to the module at load)."""
-    if not device.startswith("cuda") or precision not in AUTOCAST_DTYPES:
+    """bf16/fp16 autocast on CUDA, bf16 autocast on a bf16 CPU; otherwise none (int8 is the module's)."""
+    precision = run_precision(device, precision)
+    if precision not in AUTOCAST_DTYPES:
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=AUTOCAST_DTYPES[precision])
 
 
 def place(module: M, device: str, precision: str) -> M:
-    """The module in eval mode on ``device``; int8-quantised (CPU only) when ``precision`` says so."""
+    """The module in eval mode on ``device``: int8-quantised (CPU only) or with bf16 weights (a bf16
+    CPU) when ``precision`` says so; on CUDA half precision is autocast over fp32 weights."""
     module = module.eval()
     if precision != "int8":
-        return module.to(device)
+        on_bf16_cpu = not device.startswith("cuda") and run_precision(device, precision) == "bf16"
+        # bf16 weights are new tensors: a checkpoint's file mapping goes with the fp32 ones
+        return module.to(device=device, dtype=torch.bfloat16) if on_bf16_cpu else module.to(device)
     if not device.startswith("cpu"):
         raise DetectorError(f"precision int8 is a CPU precision (dynamic quantisation); device {device} "
                             "runs fp32, bf16 or fp16: set FAKESCAN_PRECISION accordingly")

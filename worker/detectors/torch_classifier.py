@@ -191,8 +191,9 @@ class TorchClassifier(Detector):
         from worker.detectors.overlays import heatmap_overlay
 
         batch = next(self.batches([image]))
-        return {name: heatmap_overlay(image, maps[0].cpu().numpy())
-                for name, maps in self.explanation_maps(batch).items()}
+        with autocast(self.device, self.precision):  # bf16 weights on a bf16 CPU take bf16 inputs
+            explained = self.explanation_maps(batch)
+        return {name: heatmap_overlay(image, maps[0].float().cpu().numpy()) for name, maps in explained.items()}
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -172,12 +172,12 @@ def train_epoch(detector: Siglip2Detector, bank: ImageBank, optimiser: torch.opt
 
 
 @torch.inference_mode()
-def bank_scores(detector: Siglip2Detector, bank: ImageBank, batch_size: int) -> list[float]:
+def bank_scores(detector: Siglip2Detector, bank: ImageBank, batch_size: int, precision: str) -> list[float]:
     detector.model.eval()
     scores: list[float] = []
     for indices in torch.arange(len(bank)).split(batch_size):
         pixels = normalise(bank.take(indices), bank.preprocessing).to(detector.device)
-        with autocast(detector.device, detector.precision):
+        with autocast(detector.device, precision):
             scores += detector.fake_probabilities(detector.model(pixel_values=pixels).logits).cpu().tolist()
     return scores
 
@@ -201,7 +201,7 @@ def run_stage(detector: Siglip2Detector, stage: Stage, train_bank: ImageBank, va
         summary = train_epoch(detector, train_bank, optimiser, schedule, config, generator,
                               f"{stage.name} {epoch}/{stage.epochs}", progress)
         if validation is not None:
-            scores = bank_scores(detector, validation, config.batch_size)
+            scores = bank_scores(detector, validation, config.batch_size, config.precision)
             metrics = classification_metrics(validation.labels.tolist(), scores)
             summary.update(val_accuracy=metrics["accuracy"], val_roc_auc=metrics["roc_auc"])
         record["history"].append({"epoch": epoch, **summary})
@@ -219,8 +219,9 @@ def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Sett
     if config.threads:
         torch.set_num_threads(config.threads)
     model, processor, base = load_base(config.backbone_weights, settings)
+    # fp32 weights to train (placed at bf16 on a CPU they would be cast); the epochs autocast at config.precision
     detector = Siglip2Detector(name or out.name, "", {"thresholds": {"threshold": 0.5}}, model, processor,
-                               config.device, config.precision)
+                               config.device, "fp32")
     labelled = open_labelled(data, settings).limited(config.limit, config.seed)
     bank = load_bank(labelled, preprocessing_of(processor), progress)
     train_bank, validation = split_validation(bank, config.val_fraction)
@@ -241,7 +242,7 @@ def fine_tune_detector(data: str, out: Path, config: TrainConfig, settings: Sett
             detector.save(out)
     if validation is not None:
         detector.manifest["training"]["validation_metrics"] = classification_metrics(
-            validation.labels.tolist(), bank_scores(detector, validation, config.batch_size))
+            validation.labels.tolist(), bank_scores(detector, validation, config.batch_size, config.precision))
     detector.save(out)
     set_trainable(detector.model, [])
     detector.model.eval()
