@@ -136,3 +136,65 @@ def test_hidden_modules_look_not_installed_inside_and_import_again_after():
             importlib.import_module(name)
     assert name not in sys.modules
     assert importlib.import_module(name).__name__ == name
+
+
+def resident_kb_of(path: Path) -> int:
+    """This process's resident KiB mapped from ``path`` (``/proc/self/smaps``)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+                inside = len(fields) == 6 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/pagemap, madvise")
+def test_file_pages_are_dropped_once_read_and_written_pages_are_kept(tmp_path):
+    import numpy as np
+
+    from worker.memory import drop_file_pages, file_mappings
+
+    path = tmp_path / "weights.bin"
+    np.arange(4 * 1024 * 1024, dtype=np.float32).tofile(path)  # 16 MiB
+    mapped = np.memmap(path, dtype=np.float32, mode="c")  # private, as a checkpoint loaded in place
+    assert mapped.sum(dtype=np.float64) > 0 and resident_kb_of(path) >= 16 * 1024 - 8
+    mapped[1000] = -1.0  # this page is now the process's own (copy on write)
+    address, length = mapped.ctypes.data, mapped.nbytes
+
+    dropped = drop_file_pages(address, length, file_mappings())
+
+    # all but the written page (the kernel may also unmap its neighbours when it copies it)
+    assert 12 * 1024 * 1024 <= dropped < 16 * 1024 * 1024
+    assert resident_kb_of(path) <= 12
+    assert mapped[1000] == -1.0 and mapped[999] == 999.0  # the written value stays, the rest reads the file
+    assert np.array_equal(mapped[2000:], np.arange(2000, 4 * 1024 * 1024, dtype=np.float32))
+    anonymous = np.arange(4 * 1024 * 1024, dtype=np.float32)
+    assert drop_file_pages(anonymous.ctypes.data, anonymous.nbytes, file_mappings()) == 0
+    assert anonymous[12345] == 12345.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/pagemap, madvise")
+def test_casting_weights_leaves_no_page_of_the_mapped_original_resident(tmp_path):
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from worker.detectors.device import cast_weights
+
+    path = tmp_path / "model.bin"
+    torch.manual_seed(0)
+    expected = torch.randn(1024, 2048)
+    expected.numpy().tofile(path)  # 8 MiB
+    layer = nn.Linear(2048, 1024)
+    with torch.no_grad():
+        layer.weight.data = torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c").reshape(1024, 2048))
+    assert torch.equal(layer.weight, expected)
+
+    cast_weights(layer, torch.bfloat16)
+
+    assert layer.weight.dtype == layer.bias.dtype == torch.bfloat16
+    assert torch.equal(layer.weight, expected.to(torch.bfloat16))
+    assert resident_kb_of(path) <= 8  # the cast read all 8 MiB of it

@@ -67,8 +67,7 @@ def place(module: M, device: str, precision: str) -> M:
     module = module.eval()
     if precision != "int8":
         on_bf16_cpu = not device.startswith("cuda") and run_precision(device, precision) == "bf16"
-        # bf16 weights are new tensors: a checkpoint's file mapping goes with the fp32 ones
-        return module.to(device=device, dtype=torch.bfloat16) if on_bf16_cpu else module.to(device)
+        return cast_weights(module.to(device), torch.bfloat16) if on_bf16_cpu else module.to(device)
     if not device.startswith("cpu"):
         raise DetectorError(f"precision int8 is a CPU precision (dynamic quantisation); device {device} "
                             "runs fp32, bf16 or fp16: set FAKESCAN_PRECISION accordingly")
@@ -77,6 +76,26 @@ def place(module: M, device: str, precision: str) -> M:
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
         # in place: a copy would hold a second fp32 model while quantising (the load peak)
         return cast(M, torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True))
+
+
+def cast_weights(module: M, dtype: torch.dtype) -> M:
+    """``module`` with its floating-point tensors cast to ``dtype``, one at a time.
+
+    A checkpoint loaded in place is a file mapping: once a tensor is cast, its pages there are
+    dropped (``worker.memory.drop_file_pages``), so loading holds the cast weights and
+    one tensor of the original, not the whole mapped original beside them. The mapping itself
+    goes once nothing points into it."""
+    from worker.memory import drop_file_pages, file_mappings
+
+    mappings = file_mappings()
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_floating_point() and tensor.dtype != dtype:
+                original = tensor.data
+                tensor.data = original.to(dtype)
+                if original.is_contiguous():
+                    drop_file_pages(original.data_ptr(), original.numel() * original.element_size(), mappings)
+    return module
 
 
 def kept_out_of_file(module: M) -> M:
