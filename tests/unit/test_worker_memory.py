@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -198,3 +200,30 @@ def test_casting_weights_leaves_no_page_of_the_mapped_original_resident(tmp_path
     assert layer.weight.dtype == layer.bias.dtype == torch.bfloat16
     assert torch.equal(layer.weight, expected.to(torch.bfloat16))
     assert resident_kb_of(path) <= 8  # the cast read all 8 MiB of it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/pagemap, madvise")
+def test_int8_drops_each_layers_mapped_pages_once_it_is_quantised(tmp_path):
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from worker.detectors.device import place
+
+    path = tmp_path / "model.bin"
+    torch.manual_seed(0)
+    torch.randn(2 * 1024 * 1024).numpy().tofile(path)  # 8 MiB: two 4 MiB layers
+    mapped = np.memmap(path, dtype=np.float32, mode="c")  # kept open, as a loader keeps its mapping
+    module = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024))
+    with torch.no_grad():
+        for index, layer in enumerate((module[0], module[2])):
+            layer.weight.data = torch.from_numpy(mapped[index * 1024 * 1024:(index + 1) * 1024 * 1024]).view(1024, 1024)
+    inputs = torch.rand(4, 1024)
+    with warnings.catch_warnings():  # torch.ao's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = torch.ao.quantization.quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)(inputs)
+
+    placed = place(module, "cpu", "int8")
+
+    assert torch.equal(placed(inputs), expected)  # layer by layer quantises as the whole model at once
+    assert resident_kb_of(path) <= 8  # quantising read all 8 MiB of it

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import warnings
-from typing import Any, ContextManager, TypeVar, cast
+from typing import Any, ContextManager, TypeVar
 
 import torch
 from torch import nn
@@ -71,11 +71,24 @@ def place(module: M, device: str, precision: str) -> M:
     if not device.startswith("cpu"):
         raise DetectorError(f"precision int8 is a CPU precision (dynamic quantisation); device {device} "
                             "runs fp32, bf16 or fp16: set FAKESCAN_PRECISION accordingly")
-    module = kept_out_of_file(module.to("cpu"))
+    return quantised(kept_out_of_file(module.to("cpu")))
+
+
+def quantised(module: M) -> M:
+    """``module`` with its ``nn.Linear`` layers dynamically quantised to int8, in place and one layer
+    at a time: a copy would hold a second fp32 model, and each layer's pages of a checkpoint's file
+    mapping are dropped once it is quantised (see :func:`cast_weights`)."""
+    from worker.memory import drop_file_pages, file_mappings
+
+    mappings = file_mappings()
     with warnings.catch_warnings():  # torch.ao's deprecation notice (torchao replaces it) on every load
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        # in place: a copy would hold a second fp32 model while quantising (the load peak)
-        return cast(M, torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True))
+        for name, layer in [(name, layer) for name, layer in module.named_modules() if type(layer) is nn.Linear]:
+            weight = layer.weight.data
+            torch.ao.quantization.quantize_dynamic(module, {name}, dtype=torch.qint8, inplace=True)
+            if weight.is_contiguous():
+                drop_file_pages(weight.data_ptr(), weight.numel() * weight.element_size(), mappings)
+    return module
 
 
 def cast_weights(module: M, dtype: torch.dtype) -> M:
