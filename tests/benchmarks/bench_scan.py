@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         rows.append((f"  SigLIP scan with {name}={value}", f"{other['rate']:.2f} img/s = "
                      f"{other['rate'] / scan['rate']:.2f}x the default; {memory(other)}"))
     for precision in cpu_precisions(args):
-        rows += precision_rows(precision, checkpoint, photos_dir, len(paths), scratch, env, naive, scan)
+        rows += precision_rows(precision, checkpoint, photos_dir, paths, scratch, env, naive, scan)
     if not args.no_cnn:
         cnn = scan_rate(REPO, photos_dir, args.cnn, scratch / "home-cnn", env)
         rows.append(("fakescan scan, compact CNN", f"{cnn['rate']:.2f} img/s; {memory(cnn)}"))
@@ -288,19 +288,27 @@ def cpu_precisions(args: argparse.Namespace) -> list[str]:
             if wanted]
 
 
-def precision_rows(precision: str, checkpoint: Path, photos: Path, count: int, scratch: Path, env: dict[str, str],
-                   naive: float, fp32_scan: dict[str, Any]) -> list[tuple[str, str]]:
+def precision_rows(precision: str, checkpoint: Path, photos: Path, paths: list[Path], scratch: Path,
+                   env: dict[str, str], naive: float, fp32_scan: dict[str, Any]) -> list[tuple[str, str]]:
     """The model alone and a scan at ``precision`` (``FAKESCAN_PRECISION``), against the fp32 naive loop."""
-    alone = model_alone_rate(checkpoint, count, "cpu", precision)
-    fp32_alone = model_alone_rate(checkpoint, count, "cpu", "fp32")  # again, minutes later: the load moves
+    alone = model_alone_rate(checkpoint, len(paths), "cpu", precision)
+    fp32_alone = model_alone_rate(checkpoint, len(paths), "cpu", "fp32")  # again, minutes later: the load moves
     measured_at = load()
     scan = scan_rate(REPO, photos, str(checkpoint), scratch / f"home-siglip-{precision}",
                      {**env, "FAKESCAN_PRECISION": precision})
-    return [(f"SigLIP-base model alone, {PRECISIONS[precision]}", f"{alone:.2f} img/s = {alone / fp32_alone:.2f}x "
-             f"fp32 alone ({fp32_alone:.2f} img/s, measured next to it; {measured_at})"),
-            (f"fakescan scan, SigLIP-base, {precision}", f"{scan['rate']:.2f} img/s = {scan['rate'] / alone:.2f}x "
-             f"{precision} model alone, {scan['rate'] / naive:.2f}x the fp32 naive loop, "
-             f"{scan['rate'] / fp32_scan['rate']:.2f}x the fp32 scan; {memory(scan)}")]
+    rows = [(f"SigLIP-base model alone, {PRECISIONS[precision]}", f"{alone:.2f} img/s = {alone / fp32_alone:.2f}x "
+             f"fp32 alone ({fp32_alone:.2f} img/s, measured next to it; {measured_at})")]
+    versus = ""
+    if precision == "bf16":  # the ten lines with the model cast too: what a user who knows bf16 writes
+        import torch
+
+        naive_bf16 = naive_loop_rate(checkpoint, paths, scratch / "naive-bf16.db", "cpu", torch.bfloat16)
+        rows.append(("naive 10-line loop, bf16 model and inputs", f"{naive_bf16:.2f} img/s ({load()})"))
+        versus = f", {scan['rate'] / naive_bf16:.2f}x the bf16 naive loop"
+    rows.append((f"fakescan scan, SigLIP-base, {precision}", f"{scan['rate']:.2f} img/s = {scan['rate'] / alone:.2f}x "
+                 f"{precision} model alone, {scan['rate'] / naive:.2f}x the fp32 naive loop{versus}, "
+                 f"{scan['rate'] / fp32_scan['rate']:.2f}x the fp32 scan; {memory(scan)}"))
+    return rows
 
 
 def build_siglip_base(folder: Path) -> Path:
@@ -365,19 +373,20 @@ def compiled_rate(checkpoint: Path, count: int) -> tuple[float, float]:
     return done / (time.perf_counter() - started), compile_seconds
 
 
-def naive_loop_rate(checkpoint: Path, paths: list[Path], database: Path, device: str) -> float:
+def naive_loop_rate(checkpoint: Path, paths: list[Path], database: Path, device: str, dtype: Any = None) -> float:
+    """The ten lines, at fp32 or (``dtype``) with the model and its inputs cast, as a user would."""
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    model = AutoModelForImageClassification.from_pretrained(checkpoint).to(device).eval()
+    model = AutoModelForImageClassification.from_pretrained(checkpoint).to(device, dtype).eval()
     processor = AutoImageProcessor.from_pretrained(checkpoint)
     db = sqlite3.connect(database)
     db.execute("CREATE TABLE results (path TEXT, score REAL)")
     started = time.perf_counter()
     for path in paths:  # the ten lines
         image = Image.open(path).convert("RGB")
-        inputs = processor(images=image, return_tensors="pt").to(device)
+        inputs = processor(images=image, return_tensors="pt").to(device, dtype)
         with torch.no_grad():
             score = model(**inputs).logits.softmax(-1)[0, 1].item()
         db.execute("INSERT INTO results VALUES (?, ?)", (str(path), score))
@@ -484,6 +493,16 @@ def score_changes(checkpoint: Path, cnn: str, paths: list[Path], real_photos: Pa
                 if other_name == name:
                     rows.append((f"score change, {precision} vs fp32: {name}, {set_name}",
                                  change_summary(detector, scaled, [p.score for p in other.predict(images)])))
+    if real_photos and precisions:  # the bundled default reads full-resolution crops: real photos only
+        blobs = [file.read_bytes() for file in sets["real photos"]]
+        images = [decode_image(blob, settings.max_image_pixels) for blob in blobs]
+        default = load_detector(catalog.resolve("default", settings), settings)
+        fp32 = [p.score for p in default.predict(images)]
+        for precision in precisions:
+            other = load_detector(catalog.resolve("default", settings),
+                                  load_settings(scan_provenance=False, precision=precision))
+            rows.append((f"score change, {precision} vs fp32: bundled default (photo crops), real photos",
+                         change_summary(default, fp32, [p.score for p in other.predict(images)])))
     return rows
 
 
