@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
-from fakescan.db.models import Base
+from fakescan.db.models import Base, schema_filter
 from fakescan.settings import load_settings
 
 config = context.config
@@ -40,7 +40,8 @@ def run_online() -> None:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      include_object=schema_filter(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 

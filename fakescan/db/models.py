@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import (
     JSON,
@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -19,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.schema import SchemaItem
 
 # BIGINT ids on PostgreSQL; SQLite only autoincrements a plain INTEGER primary key.
 IdType = BigInteger().with_variant(Integer(), "sqlite")
@@ -34,6 +36,23 @@ REVIEW_DECISIONS = ("confirmed-fake", "confirmed-real", "unsure")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def only_on(dialect: str, constraint: ForeignKeyConstraint) -> ForeignKeyConstraint:
+    """A constraint that exists only on ``dialect`` (as the migrations create it): ``create_all``
+    skips it elsewhere, and :func:`schema_filter` tells Alembic's comparison not to expect it."""
+    constraint.info["dialect"] = dialect
+    return constraint.ddl_if(dialect=dialect)
+
+
+def schema_filter(dialect: str) -> Callable[[SchemaItem, str | None, str, bool, Any], bool]:
+    """Alembic's ``include_object`` for a database of ``dialect``: leaves out what :func:`only_on`
+    declared for other dialects."""
+
+    def include(item: SchemaItem, _name: str | None, _kind: str, reflected: bool, _compare_to: Any) -> bool:
+        return reflected or item.info.get("dialect", dialect) == dialect
+
+    return include
 
 
 class Base(DeclarativeBase):
@@ -83,15 +102,23 @@ class Result(Base):
 
     No other index: each one is paid by every row a worker writes, and with none on the columns
     a re-scan changes, PostgreSQL rewrites a row in place on its page (fillfactor leaves room).
+
+    ``object_id`` and ``scan_id`` reference objects (ON DELETE CASCADE) and scans (ON DELETE SET
+    NULL): foreign keys on SQLite; on PostgreSQL statement-level triggers that keep the same
+    promises for a whole batch at once instead of a check per row (migration 0006).
     """
 
     __tablename__ = "results"
-    __table_args__ = ({"postgresql_with": {"fillfactor": 80}},)
+    __table_args__ = (
+        only_on("sqlite", ForeignKeyConstraint(["object_id"], ["objects.id"], ondelete="CASCADE")),
+        only_on("sqlite", ForeignKeyConstraint(["scan_id"], ["scans.id"], ondelete="SET NULL")),
+        {"postgresql_with": {"fillfactor": 80}},
+    )
 
-    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"), primary_key=True)
+    object_id: Mapped[int] = mapped_column(IdType, primary_key=True)
     detector: Mapped[str] = mapped_column(String(128), primary_key=True)
     detector_version: Mapped[str] = mapped_column(String(128), primary_key=True)
-    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    scan_id: Mapped[int | None] = mapped_column(IdType)
     fingerprint: Mapped[str] = mapped_column(String(160))  # the content this row scored
     status: Mapped[str] = mapped_column(String(8))  # ok | error
     score: Mapped[float | None] = mapped_column(Float)  # P(AI-generated) in [0, 1]

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from fakescan.db.migrate import alembic_config
-from fakescan.db.models import Base
+from fakescan.db.models import Base, schema_filter
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,8 @@ def secondary_indexes(engine: Engine, table: str) -> set[str]:
 
 def schema_differences(engine: Engine) -> list[object]:
     with engine.connect() as connection:
-        return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(connection, opts={"include_object": schema_filter(engine.dialect.name)})
+        return compare_metadata(context, Base.metadata)
 
 
 def check_up_and_down(url: str) -> None:
