@@ -295,3 +295,17 @@ def test_json_nulls_are_stored_as_sql_nulls(sessions):
     expected = (sum(row["parts"] is None for row in rows), sum(row["evidence"] is None for row in rows),
                 sum(row["error"] is None for row in rows))
     assert tuple(nulls) == expected and expected[0] > 0 and scores == {0.1}
+
+
+def test_whole_number_scores_and_columns_without_a_value_are_written(sessions):
+    """Each column travels as one typed array: whole-number scores among fractions, a column with
+    no value in any row, and a batch with no error read back as given."""
+    scan_id, ids = new_scan(sessions, 4)
+    rows = [dict(row, score=[0, 1, 0.5, None][position % 4], verdict=None, error=None, status="ok")
+            for position, row in enumerate(batch_rows(ids, 0.0))]
+    with sessions.begin() as session:
+        assert write_batch(session, scan_id, rows) == sorted(ids)
+    with sessions() as session:
+        stored = {(r.object_id, r.detector): (r.score, r.verdict, r.error) for r in session.scalars(select(Result))}
+    assert stored == {(row["object_id"], row["detector"]): (row["score"], None, None) for row in rows}
+    assert {type(score) for score, _, _ in stored.values()} == {float, type(None)}
