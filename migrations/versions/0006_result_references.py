@@ -54,19 +54,18 @@ _ONLY_AT_READ_COMMITTED = """
 
 _DECLARE = """
 DECLARE
-    wanted_ids bigint[];
     missing bigint;"""
 
 
 def _lock_or_fail(table: str, column: str, ids: str) -> str:
-    """PL/pgSQL: lock the rows of ``table`` whose ids the array expression ``ids`` gives FOR KEY
-    SHARE (in id order, as the batch writer does); raise as the foreign key on ``column`` did if one
-    is missing. Needs the variables of ``_DECLARE``."""
+    """PL/pgSQL: lock the rows of ``table`` whose ids the sorted array expression ``ids`` gives FOR
+    KEY SHARE (in id order, as the batch writer does) and raise as the foreign key on ``column`` did
+    at the first one missing (under READ COMMITTED, a row deleted by a transaction this one waited
+    for is missing). Needs the variable ``missing bigint``."""
     return f"""
-    wanted_ids := {ids};
-    PERFORM FROM {table} WHERE id = ANY(wanted_ids) ORDER BY id FOR KEY SHARE;
-    SELECT wanted INTO missing FROM unnest(wanted_ids) AS wanted
-    WHERE NOT EXISTS (SELECT FROM {table} WHERE id = wanted) LIMIT 1;
+    SELECT wanted INTO missing FROM unnest({ids}) AS wanted
+    LEFT JOIN LATERAL (SELECT id FROM {table} WHERE id = wanted FOR KEY SHARE) AS found ON true
+    WHERE found.id IS NULL LIMIT 1;
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'insert or update on table "results" violates foreign key constraint "results_{column}_fkey"'
             USING ERRCODE = 'foreign_key_violation',
@@ -78,6 +77,9 @@ FUNCTIONS = {
     # INSERT and UPDATE on results, per statement: lock what the rows reference, fail if missing
     "results_check_references": f"""{_DECLARE}
 BEGIN
+    IF NOT EXISTS (SELECT FROM written) THEN  -- an upsert that only updated (or only inserted) fires both
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN  -- an UPDATE that changes object_id is checked per row, by results_check_object
         {_lock_or_fail("objects", "object_id", "(SELECT array_agg(DISTINCT object_id) FROM written)")}
     END IF;
