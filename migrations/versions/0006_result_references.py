@@ -1,16 +1,17 @@
 """results: on PostgreSQL, its two references are checked once per statement instead of once per row
 
 A foreign key checks each inserted row on its own: one query and one ``FOR KEY SHARE`` lock per
-row and per key, so a worker's batch of 768 new result rows ran 1,536 of them, a fifth of the
-batch's time on the server. Here ``results.object_id`` (ON DELETE CASCADE) and ``results.scan_id``
-(ON DELETE SET NULL) keep what their foreign keys promised, with triggers that work on every row of
-a statement at once (PL/pgSQL, statement-level, with transition tables):
+row and per key, so a worker's batch of 768 new result rows ran 1,536 of them (``EXPLAIN
+ANALYZE``: 5.6 of the statement's 13.8 ms; on a durable server the statement took 21-23 ms with
+the keys, 14-17 ms with these triggers). ``results.object_id`` (ON DELETE CASCADE) and
+``results.scan_id`` (ON DELETE SET NULL) keep what their foreign keys promised, with PL/pgSQL
+triggers that handle every row of a statement at once (statement-level, with transition tables):
 
-- an INSERT locks the distinct objects and scans its rows name ``FOR KEY SHARE`` in one query
-  each (id order) and fails with ``foreign_key_violation`` (SQLSTATE 23503) if one is missing; an
-  UPDATE does the same for the scans it names (a re-scan moves every row to the new scan: one
+- an INSERT locks the distinct objects and scans its rows name ``FOR KEY SHARE``, in one query per
+  table (id order), and fails with ``foreign_key_violation`` (SQLSTATE 23503) if one is missing;
+  an UPDATE does the same for the scans it names (a re-scan moves every row to the new scan: one
   query, not one per row) and, row by row but only when ``object_id`` really changes, for objects
-  (an upsert never changes it: the trigger never fires for it);
+  (an upsert never changes it: that trigger never fires for it);
 - a DELETE of objects deletes their results, a DELETE of scans sets their results' ``scan_id`` to
   NULL, each in one statement after the deleting one; TRUNCATE of either does the same to every
   row; changing the ``id`` of an object or scan that a result names fails, as NO ACTION did.

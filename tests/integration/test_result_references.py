@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
-from sqlalchemy.exc import IntegrityError, NotSupportedError
+from sqlalchemy.exc import IntegrityError, NotSupportedError, OperationalError
 
 from fakescan.db import migrate
 from fakescan.db.engine import make_engine
@@ -70,9 +70,13 @@ def results(engine: Engine) -> list[tuple[Any, ...]]:
             text("SELECT object_id, detector, scan_id FROM results ORDER BY object_id, detector"))]
 
 
-def execute(engine: Engine, statement: str, **parameters: Any) -> None:
-    with engine.begin() as connection:
+def execute(engine: Engine, statement: str, isolation: str | None = None, **parameters: Any) -> None:
+    """``statement`` in a transaction of its own, at ``isolation`` (default: the server's)."""
+    with engine.connect() as connection:
+        if isolation:
+            connection.execution_options(isolation_level=isolation)
         connection.execute(text(statement), parameters)
+        connection.commit()
 
 
 def test_a_result_of_a_missing_object_or_scan_is_refused(engine):
@@ -131,19 +135,19 @@ def test_deletes_above_read_committed_are_refused_not_left_half_done(postgres):
     for isolation in ("REPEATABLE READ", "SERIALIZABLE"):
         for statement in ("DELETE FROM objects WHERE id = 1", "DELETE FROM scans WHERE id = 1"):
             with pytest.raises(NotSupportedError, match="READ COMMITTED"):
-                with postgres.connect() as connection:
-                    connection.execution_options(isolation_level=isolation).execute(text(statement))
+                execute(postgres, statement, isolation)
     assert results(postgres) == [(1, "a", 1), (2, "a", 1), (3, "a", 1)]
 
 
-def run_blocked(postgres: Engine, statement: str, **parameters: Any) -> tuple[threading.Thread, list[BaseException]]:
+def run_blocked(postgres: Engine, statement: str, isolation: str | None = None,
+                **parameters: Any) -> tuple[threading.Thread, list[BaseException]]:
     """``statement`` in its own transaction on a thread, returned once PostgreSQL shows it waiting
     for a lock; the errors it raised are in the list once the thread ends."""
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            execute(postgres, statement, **parameters)
+            execute(postgres, statement, isolation, **parameters)
         except BaseException as error:  # handed to the test thread
             errors.append(error)
 
@@ -192,18 +196,21 @@ def test_a_delete_racing_an_insert_waits_for_it_and_removes_its_rows(postgres):
     assert results(postgres) == [(1, "a", 1), (3, "a", 1), (3, "b", None)]
 
 
-def test_an_insert_racing_a_delete_waits_for_it_and_fails(postgres):
-    seed(postgres)
+@pytest.mark.parametrize("isolation, refusal", [("READ COMMITTED", IntegrityError),
+                                                 ("REPEATABLE READ", OperationalError)])  # a serialization failure
+def test_an_insert_racing_a_delete_waits_for_it_and_fails(postgres, isolation, refusal):
+    seed(postgres, objects=4, scans=3)
     for delete, row in (("DELETE FROM objects WHERE id = 2", {"object": 2, "detector": "b", "scan": 1}),
-                        ("DELETE FROM scans WHERE id = 2", {"object": 1, "detector": "b", "scan": 2})):
+                        ("DELETE FROM scans WHERE id = 2", {"object": 1, "detector": "b", "scan": 2}),
+                        ("DELETE FROM scans WHERE id = 3", {"object": 4, "detector": "b", "scan": 3})):
         deleter = open_transaction(postgres)
         deleter.execute(text(delete))  # its rows locked, not committed
-        inserting, errors = run_blocked(postgres, INSERT_RESULT, **row)
+        inserting, errors = run_blocked(postgres, INSERT_RESULT, isolation, **row)
         deleter.commit()
         deleter.close()
         inserting.join()
-        assert len(errors) == 1 and isinstance(errors[0], IntegrityError), errors
-    assert results(postgres) == [(1, "a", 1), (3, "a", 1)]
+        assert len(errors) == 1 and isinstance(errors[0], refusal), errors
+    assert results(postgres) == [(1, "a", 1), (3, "a", 1), (4, "a", 1)]
 
 
 def foreign_keys(engine: Engine) -> list[tuple[str, str | None]]:
