@@ -135,8 +135,9 @@ def _batch_statement() -> str:
         ), items AS (
             UPDATE scan_items SET state = states.state, updated_at = %(now)b
             FROM states
-            WHERE scan_items.scan_id = %(scan_id)b AND scan_items.object_id = ANY(%(object_ids)b::bigint[])
-              AND scan_items.object_id = states.object_id  -- a key probe each
+            WHERE scan_items.scan_id = %(scan_id)b
+              AND scan_items.object_id = ANY(%(object_ids)b::bigint[])  -- a key probe each
+              AND scan_items.object_id = states.object_id
         )
         SELECT object_id FROM states ORDER BY object_id
     """
