@@ -150,3 +150,23 @@ def test_int8_quantises_in_place_and_keeps_nothing_of_the_fp32_tensors_it_was_gi
     kept = [placed[0].weight, placed[0].bias, placed[4].weight, placed[4].bias, placed[2].bias()]
     assert not {tensor.untyped_storage().data_ptr() for tensor in kept} & given
     assert torch.equal(placed(inputs), expected)
+
+
+def test_bf16_arithmetic_is_read_from_torch_or_else_from_the_kernels_cpu_flags(tmp_path, monkeypatch):
+    from worker.detectors import device
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n")
+    assert "avx512_bf16" in device.cpu_flags(str(cpuinfo)) and device.cpu_flags(str(tmp_path / "none")) == set()
+    for probe, expected in (({"avx512_bf16": True, "amx_bf16": False}, True), ({"amx_bf16": True}, True),
+                            ({"avx512_bf16": False, "avx2": True}, False)):
+        monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda probe=probe: probe)
+        device.cpu_runs_bf16.cache_clear()
+        assert device.cpu_runs_bf16() is expected
+    monkeypatch.delattr(torch._C._cpu, "_get_cpu_capability")
+    for flags, expected in (({"avx2", "amx_bf16"}, True), ({"avx2", "avx512f"}, False)):
+        monkeypatch.setattr(device, "cpu_flags", lambda flags=flags: flags)
+        device.cpu_runs_bf16.cache_clear()
+        assert device.cpu_runs_bf16() is expected
+    device.cpu_runs_bf16.cache_clear()
+

@@ -29,14 +29,28 @@ M = TypeVar("M", bound=nn.Module)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 @functools.cache
 def cpu_runs_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere oneDNN emulates it.
+
+    torch's own probe (what its kernels dispatch on), else the kernel's CPU flags."""
     try:
         capability = torch._C._cpu._get_cpu_capability()
-    except AttributeError:  # a torch without the probe: assume none
-        return False
-    return bool(capability.get("avx512_bf16") or capability.get("amx_bf16"))
+    except AttributeError:  # a torch without the probe
+        return bool(set(BF16_CPU_FLAGS) & cpu_flags())
+    return any(capability.get(flag) for flag in BF16_CPU_FLAGS)
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The first CPU's flags as the kernel lists them; none where there is no such file."""
+    try:
+        with open(cpuinfo) as lines:
+            return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    except OSError:
+        return set()
 
 
 def run_precision(device: str, precision: str) -> str:
