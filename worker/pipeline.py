@@ -106,7 +106,7 @@ def process_batch(settings: Settings, session_factory: SessionFactory, scan_id: 
     started = time.perf_counter()
     with session_factory.begin() as session:
         written = write_batch(session, scan_id, rows)
-        record_batch_verdicts(session, scan_id, written, settings)  # one combined verdict per object
+        record_batch_verdicts(session, scan_id, written, settings, rows)  # one combined verdict per object
     report.stage_seconds["write"] = time.perf_counter() - started
     written_ids = set(written)
     _count(report, rows, written_ids)

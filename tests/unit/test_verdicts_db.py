@@ -105,3 +105,33 @@ def test_policy_command_and_bad_policy(capsys, tmp_path):
     bad.write_text('{"hihg": 1}')
     assert main(["verdicts", "policy", "--policy", str(bad)]) == 2
     assert "unknown verdict policy keys" in capsys.readouterr().err
+
+
+def test_the_worker_hook_combines_the_rows_it_was_given_as_it_would_the_stored_ones(sessions):
+    """A batch's own rows stand in for reading its results back; an object they do not cover for
+    every detector of the scan is still read. Same verdicts, scores and explanations either way."""
+    from sqlalchemy import delete, event
+
+    objects = {**ARCHIVE, "two-versions.png": [result("provenance", "1.0.0", None, NO_METADATA),
+                                               result("default", "d1", 0.7), result("default", "d0", 0.01)]}
+
+    def computed(session, rows=()) -> dict[int, tuple[Any, ...]]:
+        session.execute(delete(Verdict))
+        record_batch_verdicts(session, scan_id, sorted(ids.values()), load_settings(), rows)
+        return {row.object_id: (row.verdict, row.score, row.explanation) for row in session.execute(
+            select(Verdict.object_id, Verdict.verdict, Verdict.score, Verdict.explanation))}
+
+    with sessions() as session:
+        scan_id, ids = add_scan(session, objects)
+        read_back = computed(session)
+        rows = [{"object_id": ids[key], **row} for key, results in objects.items() for row in results]
+        without_one = [row for row in rows if (row["object_id"], row["detector"]) != (ids["photo.jpg"], "provenance")]
+        statements: list[str] = []
+        event.listen(session.get_bind(), "before_cursor_execute",
+                     lambda _connection, _cursor, statement, *_: statements.append(statement))
+        for given, reads_expected in ((rows, 0), (without_one, 1)):
+            statements.clear()
+            assert computed(session, given) == read_back
+            assert sum("FROM results" in statement for statement in statements) == reads_expected
+    assert len(read_back) == 5 and read_back[ids["render.png"]][0] == "fake"
+    assert read_back[ids["two-versions.png"]][1] == pytest.approx(0.7)  # d0 is not the scan's version
