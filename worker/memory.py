@@ -24,7 +24,7 @@ by mapping; report: docs/results/2026-12-01-worker-memory-prefetch.md):
   ``worker.detectors.hf_classifier`` imports transformers with both hidden
   (:func:`hidden_from_imports`); they import again afterwards, for a family that needs them;
 - **a checkpoint's mapped pages dropped once its weights are cast** (:func:`drop_file_pages`):
-  transformers loads safetensors weights in place, as a read-only file mapping; casting them to
+  transformers loads safetensors weights in place, as a private file mapping; casting them to
   bf16 reads every page of it, which then stays resident beside the bf16 copy until the mapping
   goes (SigLIP-base: a 1.25 GB load peak for a model that runs in 0.9 GB). Pages still the file's
   own are dropped once their tensor is cast; a later read would fault them in from the file again;

@@ -37,8 +37,8 @@ def record_verdicts(session: Session, object_ids: Sequence[int], policy: Verdict
     """
     known = known or {}
     unknown = [object_id for object_id in object_ids if object_id not in known]
-    by_object = {**(_stored_results(session, unknown, detectors) if unknown else {}),
-                 **{object_id: known[object_id] for object_id in object_ids if object_id in known}}
+    by_object = _stored_results(session, unknown, detectors) if unknown else {}
+    by_object.update((object_id, known[object_id]) for object_id in object_ids if object_id in known)
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for object_id in sorted(by_object):

@@ -92,7 +92,7 @@ def quantised(module: M) -> M:
     """``module`` with its ``nn.Linear`` layers dynamically quantised to int8, in place and one layer
     at a time: a copy would hold a second fp32 model, and each layer's pages of a checkpoint's file
     mapping are dropped once it is quantised (see :func:`cast_weights`)."""
-    from worker.memory import drop_file_pages, file_mappings
+    from worker.memory import file_mappings
 
     mappings = file_mappings()
     with warnings.catch_warnings():  # torch.ao's deprecation notice (torchao replaces it) on every load
@@ -100,8 +100,7 @@ def quantised(module: M) -> M:
         for name, layer in [(name, layer) for name, layer in module.named_modules() if type(layer) is nn.Linear]:
             weight = layer.weight.data
             torch.ao.quantization.quantize_dynamic(module, {name}, dtype=torch.qint8, inplace=True)
-            if weight.is_contiguous():
-                drop_file_pages(weight.data_ptr(), weight.numel() * weight.element_size(), mappings)
+            _drop_mapped_pages(weight, mappings)
     return module
 
 
@@ -112,7 +111,7 @@ def cast_weights(module: M, dtype: torch.dtype) -> M:
     dropped (``worker.memory.drop_file_pages``), so loading holds the cast weights and
     one tensor of the original, not the whole mapped original beside them. The mapping itself
     goes once nothing points into it."""
-    from worker.memory import drop_file_pages, file_mappings
+    from worker.memory import file_mappings
 
     mappings = file_mappings()
     with torch.no_grad():
@@ -120,9 +119,16 @@ def cast_weights(module: M, dtype: torch.dtype) -> M:
             if tensor.is_floating_point() and tensor.dtype != dtype:
                 original = tensor.data
                 tensor.data = original.to(dtype)
-                if original.is_contiguous():
-                    drop_file_pages(original.data_ptr(), original.numel() * original.element_size(), mappings)
+                _drop_mapped_pages(original, mappings)
     return module
+
+
+def _drop_mapped_pages(replaced: torch.Tensor, mappings: list[tuple[int, int]]) -> None:
+    """Drop the pages of a file mapping that ``replaced`` (a tensor just converted) still has resident."""
+    from worker.memory import drop_file_pages
+
+    if replaced.is_contiguous():
+        drop_file_pages(replaced.data_ptr(), replaced.numel() * replaced.element_size(), mappings)
 
 
 def kept_out_of_file(module: M) -> M:
